@@ -1,0 +1,45 @@
+//! One GPT-NeoX transformer layer, parallel or sequential residual.
+
+use burn::module::Module;
+use burn::nn::LayerNorm;
+use burn::tensor::{Tensor, backend::Backend};
+
+use crate::attention::Attention;
+use crate::cache::KvCache;
+use crate::mlp::Mlp;
+use crate::rope::Rope;
+
+#[derive(Module, Debug)]
+pub struct Layer<B: Backend> {
+    pub input_layernorm: LayerNorm<B>,
+    pub post_attention_layernorm: LayerNorm<B>,
+    pub attention: Attention<B>,
+    pub mlp: Mlp<B>,
+    pub use_parallel_residual: bool,
+}
+
+impl<B: Backend> Layer<B> {
+    pub fn forward(
+        &self,
+        h: Tensor<B, 3>,
+        rope: &Rope<B>,
+        cache: Option<(&mut KvCache<B>, usize)>,
+    ) -> Tensor<B, 3> {
+        let a = self
+            .attention
+            .forward(self.input_layernorm.forward(h.clone()), rope, cache);
+        if self.use_parallel_residual {
+            // Both branches read the same input: h + attn(ln1(h)) + mlp(ln2(h)).
+            let m = self
+                .mlp
+                .forward(self.post_attention_layernorm.forward(h.clone()));
+            m + a + h
+        } else {
+            let h = h + a;
+            let m = self
+                .mlp
+                .forward(self.post_attention_layernorm.forward(h.clone()));
+            m + h
+        }
+    }
+}

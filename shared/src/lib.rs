@@ -1,0 +1,29 @@
+//! The Law-Polyglot model crate: GPT-NeoX (Polyglot-ko) exactly as HF transformers computes it,
+//! generic over burn backends, with HF checkpoint and tokenizer loaders and a generation loop
+//! that runs natively and in the browser.
+
+pub mod activation;
+pub mod attention;
+pub mod cache;
+pub mod config;
+pub mod error;
+pub mod example;
+pub mod generate;
+pub mod layer;
+pub mod load;
+pub mod loss;
+pub mod mlp;
+pub mod model;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod model_dir;
+pub mod prompt;
+pub mod rope;
+pub mod sampling;
+pub mod tokenizer;
+pub mod weights;
+
+pub use config::GptNeoxConfig;
+pub use error::{ConfigError, LoadError, TokenizerError};
+pub use model::GptNeoxForCausalLM;
+pub use tokenizer::Tokenizer;
+pub use weights::Checkpoint;

@@ -1,0 +1,137 @@
+//! Build a [`GptNeoxForCausalLM`] from a [`Checkpoint`] with HF tensor names.
+//! HF Linear weights are `[out, in]`; burn's are `[in, out]`: transposed here, on the host.
+
+use burn::module::Param;
+use burn::nn::{Embedding, LayerNorm, LayerNormConfig, Linear};
+use burn::tensor::{Tensor, TensorData, backend::Backend};
+
+use crate::attention::Attention;
+use crate::config::GptNeoxConfig;
+use crate::error::LoadError;
+use crate::layer::Layer;
+use crate::mlp::Mlp;
+use crate::model::{GptNeoxForCausalLM, GptNeoxModel};
+use crate::weights::{Checkpoint, HostTensor};
+
+struct Loader<'a, B: Backend> {
+    ckpt: &'a Checkpoint,
+    device: &'a B::Device,
+}
+
+fn transpose(t: &HostTensor) -> Vec<f32> {
+    let (rows, cols) = (t.shape[0], t.shape[1]);
+    let mut out = vec![0.0; rows * cols];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = t.data[r * cols + c];
+        }
+    }
+    out
+}
+
+impl<B: Backend> Loader<'_, B> {
+    fn param<const D: usize>(&self, data: Vec<f32>, shape: [usize; D]) -> Param<Tensor<B, D>> {
+        Param::from_tensor(Tensor::from_data(TensorData::new(data, shape), self.device))
+    }
+
+    fn vector(&self, name: &str, len: usize) -> Result<Param<Tensor<B, 1>>, LoadError> {
+        let t = self.ckpt.tensor(name, &[len])?;
+        Ok(self.param(t.data, [len]))
+    }
+
+    fn linear(
+        &self,
+        prefix: &str,
+        d_in: usize,
+        d_out: usize,
+        bias: bool,
+    ) -> Result<Linear<B>, LoadError> {
+        let w = self
+            .ckpt
+            .tensor(&format!("{prefix}.weight"), &[d_out, d_in])?;
+        let bias = if bias {
+            Some(self.vector(&format!("{prefix}.bias"), d_out)?)
+        } else {
+            None
+        };
+        Ok(Linear {
+            weight: self.param(transpose(&w), [d_in, d_out]),
+            bias,
+        })
+    }
+
+    fn layer_norm(&self, prefix: &str, d: usize, eps: f64) -> Result<LayerNorm<B>, LoadError> {
+        let mut ln = LayerNormConfig::new(d).with_epsilon(eps).init(self.device);
+        ln.gamma = self.vector(&format!("{prefix}.weight"), d)?;
+        ln.beta = Some(self.vector(&format!("{prefix}.bias"), d)?);
+        Ok(ln)
+    }
+
+    fn layer(&self, c: &GptNeoxConfig, i: usize) -> Result<Layer<B>, LoadError> {
+        let p = format!("gpt_neox.layers.{i}");
+        let (h, f) = (c.hidden_size, c.intermediate_size);
+        Ok(Layer {
+            input_layernorm: self.layer_norm(
+                &format!("{p}.input_layernorm"),
+                h,
+                c.layer_norm_eps,
+            )?,
+            post_attention_layernorm: self.layer_norm(
+                &format!("{p}.post_attention_layernorm"),
+                h,
+                c.layer_norm_eps,
+            )?,
+            attention: Attention {
+                query_key_value: self.linear(
+                    &format!("{p}.attention.query_key_value"),
+                    h,
+                    3 * h,
+                    c.attention_bias,
+                )?,
+                dense: self.linear(&format!("{p}.attention.dense"), h, h, c.attention_bias)?,
+                num_heads: c.num_attention_heads,
+                head_dim: c.head_dim,
+            },
+            mlp: Mlp {
+                dense_h_to_4h: self.linear(&format!("{p}.mlp.dense_h_to_4h"), h, f, true)?,
+                dense_4h_to_h: self.linear(&format!("{p}.mlp.dense_4h_to_h"), f, h, true)?,
+                act: c.hidden_act,
+            },
+            use_parallel_residual: c.use_parallel_residual,
+        })
+    }
+}
+
+impl<B: Backend> GptNeoxForCausalLM<B> {
+    /// Load every weight of `config`'s shape from `ckpt` onto `device`. Extra tensors in the
+    /// checkpoint (old buffers such as `attention.bias`, `masked_bias`, `rotary_emb.inv_freq`)
+    /// are ignored.
+    pub fn load(
+        config: &GptNeoxConfig,
+        ckpt: &Checkpoint,
+        device: &B::Device,
+    ) -> Result<Self, LoadError> {
+        let l = Loader::<B> { ckpt, device };
+        let (v, h) = (config.vocab_size, config.hidden_size);
+        let embed = ckpt.tensor("gpt_neox.embed_in.weight", &[v, h])?;
+        let layers = (0..config.num_hidden_layers)
+            .map(|i| l.layer(config, i))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            gpt_neox: GptNeoxModel {
+                embed_in: Embedding {
+                    weight: l.param(embed.data, [v, h]),
+                },
+                layers,
+                final_layer_norm: l.layer_norm(
+                    "gpt_neox.final_layer_norm",
+                    h,
+                    config.layer_norm_eps,
+                )?,
+            },
+            embed_out: l.linear("embed_out", h, v, false)?,
+            rotary_ndims: config.rotary_ndims,
+            rotary_base: config.rotary_emb_base,
+        })
+    }
+}

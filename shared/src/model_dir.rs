@@ -1,0 +1,43 @@
+//! An HF model folder on disk: `config.json`, weights, `tokenizer.json`.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::backend::Backend;
+
+use crate::{Checkpoint, GptNeoxConfig, GptNeoxForCausalLM, LoadError, Tokenizer, TokenizerError};
+
+/// A loaded model folder.
+pub struct ModelDir<B: Backend> {
+    pub dir: PathBuf,
+    pub config: GptNeoxConfig,
+    pub model: GptNeoxForCausalLM<B>,
+    pub tokenizer: Tokenizer,
+}
+
+/// The tokenizer of a model folder, with the config's EOS as fallback.
+pub fn load_tokenizer(dir: &Path, config: &GptNeoxConfig) -> Result<Tokenizer, LoadError> {
+    let path = dir.join("tokenizer.json");
+    if !path.is_file() {
+        return Err(TokenizerError::Load {
+            path: path.display().to_string(),
+            reason: "file not found (every model folder needs its tokenizer.json)".into(),
+        }
+        .into());
+    }
+    Ok(Tokenizer::from_file(&path, config.eos_token_id)?)
+}
+
+impl<B: Backend> ModelDir<B> {
+    pub fn load(dir: &Path, device: &B::Device) -> Result<Self, LoadError> {
+        let config = GptNeoxConfig::from_hf_file(&dir.join("config.json"))?;
+        let tokenizer = load_tokenizer(dir, &config)?;
+        let ckpt = Checkpoint::open_dir(dir)?;
+        let model = GptNeoxForCausalLM::load(&config, &ckpt, device)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            config,
+            model,
+            tokenizer,
+        })
+    }
+}

@@ -1,0 +1,7 @@
+//! The `trainer` CLI's library: subcommands, data readers and the evaluation loop, so the
+//! end-to-end tests can drive them without spawning processes.
+
+pub mod cmd;
+pub mod data;
+pub mod device;
+pub mod eval;

@@ -1,8 +1,8 @@
 //! GPT-NeoX self-attention: fused `query_key_value` split per head as [q_h | k_h | v_h],
 //! partial rotary, f32 softmax with a bottom-right aligned causal mask, optional KV cache.
 
+use crate::linear::Linear;
 use burn::module::Module;
-use burn::nn::Linear;
 use burn::tensor::{Bool, Tensor, activation::softmax, backend::Backend};
 
 use crate::cache::KvCache;

@@ -9,8 +9,11 @@ pub mod config;
 pub mod error;
 pub mod example;
 pub mod generate;
+pub mod init;
 pub mod layer;
+pub mod linear;
 pub mod load;
+pub mod lora;
 pub mod loss;
 pub mod mlp;
 pub mod model;
@@ -27,3 +30,7 @@ pub use error::{ConfigError, LoadError, TokenizerError};
 pub use model::GptNeoxForCausalLM;
 pub use tokenizer::Tokenizer;
 pub use weights::Checkpoint;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod peft;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod save;

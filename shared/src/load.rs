@@ -2,7 +2,9 @@
 //! HF Linear weights are `[out, in]`; burn's are `[in, out]`: transposed here, on the host.
 
 use burn::module::Param;
-use burn::nn::{Embedding, LayerNorm, LayerNormConfig, Linear};
+use burn::nn::{Embedding, LayerNorm, LayerNormConfig};
+
+use crate::linear::Linear;
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 
 use crate::attention::Attention;
@@ -11,22 +13,11 @@ use crate::error::LoadError;
 use crate::layer::Layer;
 use crate::mlp::Mlp;
 use crate::model::{GptNeoxForCausalLM, GptNeoxModel};
-use crate::weights::{Checkpoint, HostTensor};
+use crate::weights::Checkpoint;
 
 struct Loader<'a, B: Backend> {
     ckpt: &'a Checkpoint,
     device: &'a B::Device,
-}
-
-fn transpose(t: &HostTensor) -> Vec<f32> {
-    let (rows, cols) = (t.shape[0], t.shape[1]);
-    let mut out = vec![0.0; rows * cols];
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = t.data[r * cols + c];
-        }
-    }
-    out
 }
 
 impl<B: Backend> Loader<'_, B> {
@@ -55,8 +46,9 @@ impl<B: Backend> Loader<'_, B> {
             None
         };
         Ok(Linear {
-            weight: self.param(transpose(&w), [d_in, d_out]),
+            weight: self.param(w.transposed(), [d_in, d_out]),
             bias,
+            lora: None,
         })
     }
 

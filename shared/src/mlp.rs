@@ -1,7 +1,7 @@
 //! GPT-NeoX MLP: `dense_4h_to_h(act(dense_h_to_4h(x)))`.
 
+use crate::linear::Linear;
 use burn::module::Module;
-use burn::nn::Linear;
 use burn::tensor::{Tensor, backend::Backend};
 
 use crate::activation::Activation;

@@ -2,7 +2,9 @@
 //! (`gpt_neox.embed_in`, `gpt_neox.layers.{i}.…`, `gpt_neox.final_layer_norm`, `embed_out`).
 
 use burn::module::Module;
-use burn::nn::{Embedding, LayerNorm, Linear};
+use burn::nn::{Embedding, LayerNorm};
+
+use crate::linear::Linear;
 use burn::tensor::{Int, Tensor, backend::Backend};
 
 use crate::cache::KvCache;

@@ -67,6 +67,20 @@ pub struct HostTensor {
     pub data: Vec<f32>,
 }
 
+impl HostTensor {
+    /// The data of a 2-D tensor transposed (HF `[out, in]` ↔ burn `[in, out]`).
+    pub fn transposed(&self) -> Vec<f32> {
+        let (rows, cols) = (self.shape[0], self.shape[1]);
+        let mut out = vec![0.0; rows * cols];
+        for r in 0..rows {
+            for c in 0..cols {
+                out[c * rows + r] = self.data[r * cols + c];
+            }
+        }
+        out
+    }
+}
+
 /// All weight files of one checkpoint, with a name → file index.
 pub struct Checkpoint {
     files: Vec<WeightFile>,
@@ -154,6 +168,11 @@ impl Checkpoint {
         Ok(Self::from_files(files, origin))
     }
 
+    /// Where "missing tensor" errors point: the file or the index.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
     /// Every tensor name in the checkpoint.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.index.keys().map(String::as_str)
@@ -173,6 +192,24 @@ impl Checkpoint {
 
     /// Read tensor `name` as f32, checking its shape against `expected` (HF layout).
     pub fn tensor(&self, name: &str, expected: &[usize]) -> Result<HostTensor, LoadError> {
+        let (t, file) = self.read_any(name)?;
+        if t.shape != expected {
+            return Err(LoadError::Shape {
+                name: name.into(),
+                file: file.into(),
+                expected: expected.to_vec(),
+                actual: t.shape,
+            });
+        }
+        Ok(t)
+    }
+
+    /// Read tensor `name` as f32 whatever its shape.
+    pub fn read(&self, name: &str) -> Result<HostTensor, LoadError> {
+        self.read_any(name).map(|(t, _)| t)
+    }
+
+    fn read_any(&self, name: &str) -> Result<(HostTensor, &str), LoadError> {
         let Some((key, i)) = self.locate(name) else {
             return Err(LoadError::MissingTensor {
                 name: name.into(),
@@ -216,15 +253,7 @@ impl Checkpoint {
                 (shape, data)
             }
         };
-        if shape != expected {
-            return Err(LoadError::Shape {
-                name: name.into(),
-                file: file.name().into(),
-                expected: expected.to_vec(),
-                actual: shape,
-            });
-        }
-        Ok(HostTensor { shape, data })
+        Ok((HostTensor { shape, data }, file.name()))
     }
 }
 
@@ -295,6 +324,20 @@ mod native {
     }
 
     impl Checkpoint {
+        /// Open the given weight files (safetensors or torch `.bin`) as one checkpoint.
+        pub fn open_files(paths: &[PathBuf]) -> Result<Self, LoadError> {
+            let files = paths
+                .iter()
+                .map(|p| open_file(p))
+                .collect::<Result<Vec<_>, _>>()?;
+            let origin = paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            Ok(Self::from_files(files, origin))
+        }
+
         /// Open the weights of an HF model folder: `model.safetensors.index.json` (sharded),
         /// `model.safetensors`, `pytorch_model.bin.index.json` or `pytorch_model.bin`.
         pub fn open_dir(dir: &Path) -> Result<Self, LoadError> {

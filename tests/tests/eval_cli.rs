@@ -8,6 +8,7 @@ use trainer::cmd::eval::{EvalArgs, summarize};
 fn args(model: &str, data: std::path::PathBuf) -> EvalArgs {
     EvalArgs {
         model: model_dir(model),
+        adapter: None,
         data,
         template: Default::default(),
         max_len: 2048,

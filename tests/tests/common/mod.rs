@@ -25,7 +25,11 @@ pub struct Golden {
 }
 
 pub fn golden(name: &str) -> Golden {
-    let dir = model_dir(name);
+    golden_in(&model_dir(name))
+}
+
+/// `golden.safetensors` + `golden.json` of any fixture folder.
+pub fn golden_in(dir: &Path) -> Golden {
     let bytes = std::fs::read(dir.join("golden.safetensors")).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let ids = st.tensor("input_ids").unwrap();

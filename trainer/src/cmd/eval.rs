@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use shared::model_dir::ModelDir;
 use shared::prompt::Template;
 
 use crate::data::read_jsonl;
@@ -17,6 +16,9 @@ pub struct EvalArgs {
     /// HF model folder (config.json, weights, tokenizer.json).
     #[arg(long)]
     pub model: PathBuf,
+    /// A PEFT LoRA adapter folder to apply on top (ours or Python PEFT's).
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
     /// JSONL: `{"input_ids": [...]}`, `{"text": ...}` or Alpaca `{"instruction", "input", "output"}`.
     #[arg(long)]
     pub data: PathBuf,
@@ -36,8 +38,7 @@ pub struct EvalArgs {
 pub fn summarize(args: &EvalArgs) -> Result<EvalSummary> {
     let records = read_jsonl(&args.data)?;
     with_backend!(args.device.clone(), |B, device| {
-        let m = ModelDir::<B>::load(&args.model, &device)
-            .with_context(|| format!("loading model {}", args.model.display()))?;
+        let m = crate::cmd::load_model::<B>(&args.model, args.adapter.as_deref(), &device)?;
         evaluate(
             &m.model,
             &m.tokenizer,

@@ -4,10 +4,9 @@ use std::io::Write;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Args;
 use shared::generate::{GenerationConfig, generate};
-use shared::model_dir::ModelDir;
 use shared::prompt::Template;
 use shared::sampling::SamplingConfig;
 use shared::tokenizer::StreamDecoder;
@@ -20,6 +19,9 @@ pub struct GenerateArgs {
     /// HF model folder (config.json, weights, tokenizer.json).
     #[arg(long)]
     pub model: PathBuf,
+    /// A PEFT LoRA adapter folder to apply on top (ours or Python PEFT's).
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
     /// The question (wrapped in `--template`) or, with `--raw`, the exact prompt text.
     #[arg(long)]
     pub prompt: String,
@@ -63,8 +65,7 @@ pub fn generate_to(args: &GenerateArgs, out: &mut dyn Write) -> Result<String> {
         bail!("--temperature must be a finite number ≥ 0");
     }
     with_backend!(args.device.clone(), |B, device| {
-        let m = ModelDir::<B>::load(&args.model, &device)
-            .with_context(|| format!("loading model {}", args.model.display()))?;
+        let m = crate::cmd::load_model::<B>(&args.model, args.adapter.as_deref(), &device)?;
         let prompt = m.tokenizer.encode(&args.prompt_text())?;
         let cfg = GenerationConfig {
             max_new_tokens: args.max_new_tokens,

@@ -3,3 +3,29 @@
 pub mod bench;
 pub mod eval;
 pub mod generate;
+pub mod lora_args;
+pub mod merge;
+pub mod pretrain;
+pub mod sft;
+pub mod tokenizer;
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use burn::tensor::backend::Backend;
+use shared::model_dir::ModelDir;
+
+/// Load a model folder and, optionally, a PEFT adapter onto it.
+pub fn load_model<B: Backend>(
+    model: &Path,
+    adapter: Option<&Path>,
+    device: &B::Device,
+) -> Result<ModelDir<B>> {
+    let mut m = ModelDir::<B>::load(model, device)
+        .with_context(|| format!("loading model {}", model.display()))?;
+    if let Some(a) = adapter {
+        shared::peft::load_adapter(&mut m.model, a, device)
+            .with_context(|| format!("loading adapter {} onto {}", a.display(), model.display()))?;
+    }
+    Ok(m)
+}

@@ -1,0 +1,78 @@
+//! A linear layer with HF's tensor names whose frozen base weight may carry a LoRA adapter
+//! (PEFT's `LoraLayer`): `y = x·W + b + dropout(x)·A·B·scaling`.
+//!
+//! The base weight is the seam for quantized bases: QLoRA (NF4) and LoRA-8bit replace how
+//! `base_forward` computes `x·W`, nothing else.
+
+use burn::module::{Module, Param};
+use burn::nn::Dropout;
+use burn::tensor::{Tensor, backend::Backend};
+
+/// A LoRA adapter in burn layout: `lora_a` is `[in, r]` (PEFT's `lora_A.weight` is `[r, in]`),
+/// `lora_b` is `[r, out]` (PEFT's `lora_B.weight` is `[out, r]`).
+#[derive(Module, Debug)]
+pub struct Lora<B: Backend> {
+    pub lora_a: Param<Tensor<B, 2>>,
+    pub lora_b: Param<Tensor<B, 2>>,
+    /// `alpha / r`, or `alpha / √r` with rsLoRA.
+    pub scaling: f64,
+    pub dropout: Dropout,
+}
+
+#[derive(Module, Debug)]
+pub struct Linear<B: Backend> {
+    /// `[in, out]`; HF stores `[out, in]`.
+    pub weight: Param<Tensor<B, 2>>,
+    pub bias: Option<Param<Tensor<B, 1>>>,
+    pub lora: Option<Lora<B>>,
+}
+
+impl<B: Backend> Linear<B> {
+    pub fn d_input(&self) -> usize {
+        self.weight.dims()[0]
+    }
+
+    pub fn d_output(&self) -> usize {
+        self.weight.dims()[1]
+    }
+
+    /// `x·W + b` with the frozen base.
+    pub fn base_forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        burn::tensor::module::linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()))
+    }
+
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        match &self.lora {
+            None => self.base_forward(x),
+            Some(l) => {
+                let delta = l
+                    .dropout
+                    .forward(x.clone())
+                    .matmul(unsqueeze(l.lora_a.val()))
+                    .matmul(unsqueeze(l.lora_b.val()))
+                    * l.scaling;
+                self.base_forward(x) + delta
+            }
+        }
+    }
+
+    /// Fold the adapter into the base weight: `W ← W + scaling·A·B`.
+    pub fn merge(self) -> Self {
+        match self.lora {
+            None => self,
+            Some(l) => {
+                let delta = l.lora_a.val().matmul(l.lora_b.val()) * l.scaling;
+                Self {
+                    weight: Param::from_tensor(self.weight.val() + delta),
+                    bias: self.bias,
+                    lora: None,
+                }
+            }
+        }
+    }
+}
+
+/// `[a, b]` → `[1, …, a, b]` for a batched matmul with a `D`-dimensional input.
+fn unsqueeze<B: Backend, const D: usize>(t: Tensor<B, 2>) -> Tensor<B, D> {
+    t.unsqueeze()
+}

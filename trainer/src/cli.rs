@@ -1,0 +1,55 @@
+//! The command line: subcommands and their dispatch (shared by the binary and the tests).
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use crate::cmd;
+
+/// Fine-tune, evaluate and run Polyglot-ko (GPT-NeoX) models.
+#[derive(Parser)]
+#[command(name = "trainer", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Mean next-token loss and perplexity on a JSONL file.
+    Eval(cmd::eval::EvalArgs),
+    /// Stream a completion for a prompt.
+    Generate(cmd::generate::GenerateArgs),
+    /// LoRA fine-tuning on Alpaca instruction data (no arguments: the bundled default).
+    Sft(Box<cmd::sft::SftArgs>),
+    /// Causal-LM (pre)training on raw text, full or LoRA.
+    Pretrain(Box<cmd::pretrain::PretrainArgs>),
+    /// Train a byte-level BPE tokenizer.json shaped like Polyglot-ko's.
+    Tokenizer(cmd::tokenizer::TokenizerArgs),
+    /// Fold a LoRA adapter into its base model and write an HF model folder.
+    Merge(cmd::merge::MergeArgs),
+    /// Forward-pass timings (used by bench/forward_cpu.py).
+    #[command(name = "bench-forward", hide = true)]
+    BenchForward(cmd::bench::BenchArgs),
+}
+
+/// Run one parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Eval(a) => cmd::eval::run(a),
+        Command::Generate(a) => cmd::generate::run(a),
+        Command::Sft(a) => cmd::sft::run(*a),
+        Command::Merge(a) => cmd::merge::run(a),
+        Command::Pretrain(a) => cmd::pretrain::run(*a),
+        Command::Tokenizer(a) => cmd::tokenizer::run(a),
+        Command::BenchForward(a) => cmd::bench::run(a),
+    }
+}
+
+/// Parse `args` (the first is the program name) and run them.
+pub fn run_args<I, T>(args: I) -> Result<()>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    run(Cli::try_parse_from(args)?)
+}

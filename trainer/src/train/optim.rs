@@ -1,0 +1,244 @@
+//! AdamW exactly as PyTorch's `torch.optim.AdamW` (β 0.9/0.999, eps 1e-8, decoupled decay),
+//! with gradients accumulated per parameter path and clipped by the global L2 norm as HF's
+//! `clip_grad_norm_` does. burn's own AdamW has other defaults and clips per tensor.
+//!
+//! State is keyed by the parameter's module path, so it saves to and loads from a safetensors
+//! file independently of burn's run-time parameter ids.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{ElementConversion, Tensor, TensorData};
+use shared::save::{NamedTensor, host, write_safetensors};
+
+/// Summed gradients of the trainable parameters, flattened, by module path.
+pub struct GradSum<B: Backend> {
+    pub grads: HashMap<String, Tensor<B, 1>>,
+}
+
+impl<B: Backend> Default for GradSum<B> {
+    fn default() -> Self {
+        Self {
+            grads: HashMap::new(),
+        }
+    }
+}
+
+struct Collect<'a, AB: AutodiffBackend> {
+    grads: &'a AB::Gradients,
+    path: Vec<String>,
+    sum: &'a mut GradSum<AB::InnerBackend>,
+}
+
+impl<AB: AutodiffBackend> ModuleVisitor<AB> for Collect<'_, AB> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<AB, D>>) {
+        if !param.is_require_grad() {
+            return;
+        }
+        if let Some(g) = param.val().grad(self.grads) {
+            let n = g.shape().num_elements();
+            let g = g.reshape([n]);
+            let key = self.path.join(".");
+            let entry = match self.sum.grads.remove(&key) {
+                Some(prev) => prev + g,
+                None => g,
+            };
+            self.sum.grads.insert(key, entry);
+        }
+    }
+}
+
+impl<B: Backend> GradSum<B> {
+    /// Add the gradients of `module`'s trainable parameters from one backward pass.
+    pub fn add<AB: AutodiffBackend<InnerBackend = B>, M: Module<AB>>(
+        &mut self,
+        module: &M,
+        grads: &AB::Gradients,
+    ) {
+        module.visit(&mut Collect::<AB> {
+            grads,
+            path: Vec::new(),
+            sum: self,
+        });
+    }
+
+    /// Global L2 norm over every gradient (one read-back).
+    pub fn norm(&self) -> f64 {
+        let mut total: Option<Tensor<B, 1>> = None;
+        for g in self.grads.values() {
+            let s = (g.clone() * g.clone()).sum();
+            total = Some(match total {
+                Some(t) => t + s,
+                None => s,
+            });
+        }
+        total.map_or(0.0, |t| t.into_scalar().elem::<f64>().sqrt())
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct AdamWConfig {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+}
+
+impl Default for AdamWConfig {
+    fn default() -> Self {
+        Self {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        }
+    }
+}
+
+pub struct AdamW<B: Backend> {
+    pub cfg: AdamWConfig,
+    pub step: u64,
+    /// First and second moments by parameter path.
+    state: HashMap<String, (Tensor<B, 1>, Tensor<B, 1>)>,
+}
+
+struct Apply<'a, AB: AutodiffBackend> {
+    path: Vec<String>,
+    grads: &'a GradSum<AB::InnerBackend>,
+    opt: &'a mut AdamW<AB::InnerBackend>,
+    lr: f64,
+    grad_scale: f64,
+}
+
+impl<AB: AutodiffBackend> ModuleMapper<AB> for Apply<'_, AB> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<AB, D>>) -> Param<Tensor<AB, D>> {
+        let key = self.path.join(".");
+        let Some(g) = self.grads.grads.get(&key) else {
+            return param;
+        };
+        let (id, tensor, mapper) = param.consume();
+        let dims = tensor.dims();
+        let n = tensor.shape().num_elements();
+        let p = tensor.inner().reshape([n]);
+        let g = if self.grad_scale == 1.0 {
+            g.clone()
+        } else {
+            g.clone() * self.grad_scale
+        };
+        let p = self.opt.update(&key, p, g, self.lr);
+        Param::from_mapped_value(
+            id,
+            Tensor::from_inner(p.reshape(dims)).require_grad(),
+            mapper,
+        )
+    }
+}
+
+impl<B: Backend> AdamW<B> {
+    pub fn new(cfg: AdamWConfig) -> Self {
+        Self {
+            cfg,
+            step: 0,
+            state: HashMap::new(),
+        }
+    }
+
+    /// One PyTorch AdamW update of a flattened parameter (`self.step` already incremented).
+    fn update(&mut self, key: &str, p: Tensor<B, 1>, g: Tensor<B, 1>, lr: f64) -> Tensor<B, 1> {
+        let c = self.cfg;
+        let (m, v) = match self.state.remove(key) {
+            Some(s) => s,
+            None => (g.zeros_like(), g.zeros_like()),
+        };
+        let m = m * c.beta1 + g.clone() * (1.0 - c.beta1);
+        let v = v * c.beta2 + g.clone() * g * (1.0 - c.beta2);
+        let t = self.step as i32;
+        let bc1 = 1.0 - c.beta1.powi(t);
+        let bc2 = 1.0 - c.beta2.powi(t);
+        let denom = v.clone().sqrt() / bc2.sqrt() + c.eps;
+        let p = p * (1.0 - lr * c.weight_decay) - m.clone() / denom * (lr / bc1);
+        self.state.insert(key.to_string(), (m, v));
+        p
+    }
+
+    /// Apply one optimizer step to every parameter with a gradient in `grads`, after scaling the
+    /// gradients by `grad_scale` (the clipping coefficient).
+    pub fn step<AB: AutodiffBackend<InnerBackend = B>, M: Module<AB>>(
+        &mut self,
+        module: M,
+        grads: &GradSum<B>,
+        lr: f64,
+        grad_scale: f64,
+    ) -> M {
+        self.step += 1;
+        module.map(&mut Apply::<AB> {
+            path: Vec::new(),
+            grads,
+            opt: self,
+            lr,
+            grad_scale,
+        })
+    }
+
+    /// Save moments and step count (`optimizer.safetensors` + `optimizer.json`) in `dir`.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let mut tensors = Vec::new();
+        let mut keys: Vec<&String> = self.state.keys().collect();
+        keys.sort();
+        for k in keys {
+            let (m, v) = &self.state[k];
+            for (tag, t) in [("m", m), ("v", v)] {
+                let data = host(t.clone());
+                tensors.push(NamedTensor {
+                    name: format!("{tag}.{k}"),
+                    shape: vec![data.len()],
+                    data,
+                });
+            }
+        }
+        write_safetensors(&dir.join("optimizer.safetensors"), &tensors)?;
+        std::fs::write(
+            dir.join("optimizer.json"),
+            serde_json::json!({"step": self.step}).to_string(),
+        )?;
+        Ok(())
+    }
+
+    pub fn load(cfg: AdamWConfig, dir: &Path, device: &B::Device) -> Result<Self> {
+        let meta: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("optimizer.json"))
+                .with_context(|| format!("{}/optimizer.json", dir.display()))?,
+        )?;
+        let step = meta["step"].as_u64().context("optimizer.json: no `step`")?;
+        let ckpt = shared::Checkpoint::open_files(&[dir.join("optimizer.safetensors")])?;
+        let mut state = HashMap::new();
+        let names: Vec<String> = ckpt
+            .names()
+            .filter_map(|n| n.strip_prefix("m.").map(str::to_string))
+            .collect();
+        for key in names {
+            let load = |tag: &str| -> Result<Tensor<B, 1>> {
+                let t = ckpt.read(&format!("{tag}.{key}"))?;
+                let n = t.data.len();
+                Ok(Tensor::from_data(TensorData::new(t.data, [n]), device))
+            };
+            state.insert(key.clone(), (load("m")?, load("v")?));
+        }
+        Ok(Self { cfg, step, state })
+    }
+}

@@ -90,3 +90,39 @@ fn future_tokens_do_not_change_earlier_logits() {
     assert_eq!(a[..12 * v], b[..12 * v]);
     assert_ne!(a[12 * v..13 * v], b[12 * v..13 * v]);
 }
+
+#[test]
+fn greedy_generation_matches_hf_generate() {
+    use shared::generate::{GenerationConfig, generate};
+    let g: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(golden_dir().join("generate_golden.json")).unwrap(),
+    )
+    .unwrap();
+    for case in g.as_array().unwrap() {
+        let name = case["model"].as_str().unwrap();
+        let m = ModelDir::<B>::load(&model_dir(name), &DEVICE).unwrap();
+        let ids = |v: &serde_json::Value| {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as u32)
+                .collect::<Vec<_>>()
+        };
+        let prompt = m
+            .tokenizer
+            .encode(case["prompt"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(prompt, ids(&case["prompt_ids"]), "{name}: prompt ids");
+        let cfg = GenerationConfig {
+            max_new_tokens: 20,
+            sampling: Default::default(),
+            seed: 0,
+            stop_ids: vec![m.tokenizer.eos_id()],
+        };
+        let (new, _) = pollster::block_on(generate(&m.model, &prompt, &cfg, &DEVICE, |_| {
+            std::ops::ControlFlow::Continue(())
+        }))
+        .unwrap();
+        assert_eq!(new, ids(&case["new_ids"]), "{name}: {:?}", case["prompt"]);
+    }
+}

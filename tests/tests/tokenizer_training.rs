@@ -8,7 +8,8 @@ use common::*;
 #[test]
 fn trained_tokenizer_equals_hf_tokenizers() {
     let out = temp_dir("tokenizer");
-    let text = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/korean-law/kolaw/constitution.txt");
+    let text = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../data/korean-law/kolaw/constitution.txt");
     trainer::cli::run_args([
         "trainer",
         "tokenizer",
@@ -22,7 +23,9 @@ fn trained_tokenizer_equals_hf_tokenizers() {
         out.to_str().unwrap(),
     ])
     .unwrap();
-    let read = |p: std::path::PathBuf| -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap() };
+    let read = |p: std::path::PathBuf| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    };
     let ours = read(out.join("tokenizer.json"));
     let hf = read(golden_dir().join("tokenizer.json"));
     assert_eq!(ours["model"]["vocab"], hf["model"]["vocab"]);

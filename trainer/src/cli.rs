@@ -17,6 +17,9 @@ pub struct Cli {
 pub enum Command {
     /// Mean next-token loss and perplexity on a JSONL file.
     Eval(cmd::eval::EvalArgs),
+    /// Exact match and character F1 of greedy answers to Alpaca questions.
+    #[command(name = "eval-qa")]
+    EvalQa(cmd::eval_qa::EvalQaArgs),
     /// Stream a completion for a prompt.
     Generate(cmd::generate::GenerateArgs),
     /// LoRA fine-tuning on Alpaca instruction data (no arguments: the bundled default).
@@ -30,6 +33,9 @@ pub enum Command {
     /// Forward-pass timings (used by bench/forward_cpu.py).
     #[command(name = "bench-forward", hide = true)]
     BenchForward(cmd::bench::BenchArgs),
+    /// LoRA training-step timings (used by bench/train_step_cpu.py).
+    #[command(name = "bench-train", hide = true)]
+    BenchTrain(cmd::bench_train::BenchTrainArgs),
 }
 
 /// Run one parsed command line.
@@ -37,11 +43,13 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Eval(a) => cmd::eval::run(a),
         Command::Generate(a) => cmd::generate::run(a),
+        Command::EvalQa(a) => cmd::eval_qa::run(a),
         Command::Sft(a) => cmd::sft::run(*a),
         Command::Merge(a) => cmd::merge::run(a),
         Command::Pretrain(a) => cmd::pretrain::run(*a),
         Command::Tokenizer(a) => cmd::tokenizer::run(a),
         Command::BenchForward(a) => cmd::bench::run(a),
+        Command::BenchTrain(a) => cmd::bench_train::run(a),
     }
 }
 

@@ -16,9 +16,9 @@ use crate::with_backend;
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    /// HF model folder (config.json, weights, tokenizer.json).
+    /// HF model folder (config.json, weights, tokenizer.json). Default: the bundled demo model.
     #[arg(long)]
-    pub model: PathBuf,
+    pub model: Option<PathBuf>,
     /// A PEFT LoRA adapter folder to apply on top (ours or Python PEFT's).
     #[arg(long)]
     pub adapter: Option<PathBuf>,
@@ -65,7 +65,11 @@ pub fn generate_to(args: &GenerateArgs, out: &mut dyn Write) -> Result<String> {
         bail!("--temperature must be a finite number ≥ 0");
     }
     with_backend!(args.device.clone(), |B, device| {
-        let m = crate::cmd::load_model::<B>(&args.model, args.adapter.as_deref(), &device)?;
+        let model = args
+            .model
+            .clone()
+            .unwrap_or_else(|| crate::paths::bundled(crate::paths::DEMO_MODEL));
+        let m = crate::cmd::load_model::<B>(&model, args.adapter.as_deref(), &device)?;
         let prompt = m.tokenizer.encode(&args.prompt_text())?;
         let cfg = GenerationConfig {
             max_new_tokens: args.max_new_tokens,

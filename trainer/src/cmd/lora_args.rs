@@ -53,8 +53,9 @@ impl LoraArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct OptimArgs {
-    #[arg(long, default_value_t = 3e-4)]
-    pub lr: f64,
+    /// Peak learning rate (default 3e-4; 1e-3 for `trainer sft` on its embedded default).
+    #[arg(long)]
+    pub lr: Option<f64>,
     #[arg(long, default_value_t = 0.0)]
     pub weight_decay: f64,
     #[arg(long, default_value_t = 0.03)]
@@ -68,8 +69,9 @@ pub struct OptimArgs {
     /// Clip the global gradient L2 norm (0 = off).
     #[arg(long, default_value_t = 1.0)]
     pub max_grad_norm: f64,
-    #[arg(long, default_value_t = 3)]
-    pub epochs: usize,
+    /// Passes over the data (default 3; 1 for `trainer sft` on its embedded default).
+    #[arg(long)]
+    pub epochs: Option<usize>,
     /// Stop after this many optimizer steps (overrides --epochs).
     #[arg(long)]
     pub max_steps: Option<usize>,
@@ -90,16 +92,17 @@ pub struct OptimArgs {
 }
 
 impl OptimArgs {
-    pub fn spec(&self) -> TrainSpec {
+    /// The run's spec; the defaults apply to `--epochs` and `--lr` when not given.
+    pub fn spec(&self, default_epochs: usize, default_lr: f64) -> TrainSpec {
         TrainSpec {
-            lr: self.lr,
+            lr: self.lr.unwrap_or(default_lr),
             weight_decay: self.weight_decay,
             warmup_ratio: self.warmup_ratio,
             schedule: self.schedule,
             batch_size: self.batch_size,
             grad_accum: self.grad_accum,
             max_grad_norm: self.max_grad_norm,
-            epochs: self.epochs,
+            epochs: self.epochs.unwrap_or(default_epochs),
             max_steps: self.max_steps,
             seed: self.seed,
             eval_every: self.eval_every,

@@ -21,6 +21,9 @@ pub struct MergeArgs {
     /// Shard the weights above this many MB (transformers' default is 5000).
     #[arg(long, default_value_t = 5000)]
     pub max_shard_mb: usize,
+    /// Store the merged weights in float16.
+    #[arg(long)]
+    pub save_f16: bool,
     #[arg(long, default_value = "cpu")]
     pub device: DeviceArg,
 }
@@ -46,7 +49,7 @@ pub fn run(args: MergeArgs) -> Result<()> {
             &args.out,
             args.max_shard_mb * 1_000_000,
             &refs,
-            false,
+            args.save_f16,
         )
         .with_context(|| format!("writing {}", args.out.display()))?;
         println!("merged model written to {}", args.out.display());

@@ -1,7 +1,9 @@
 //! One file per subcommand, each with its clap `Args` and a `run`.
 
 pub mod bench;
+pub mod bench_train;
 pub mod eval;
+pub mod eval_qa;
 pub mod generate;
 pub mod lora_args;
 pub mod merge;

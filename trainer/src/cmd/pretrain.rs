@@ -151,7 +151,7 @@ impl<AB: AutodiffBackend> WeightIo<AB> for LoraIo<'_> {
 
 pub fn run(args: PretrainArgs) -> Result<()> {
     let files = text_files(&args.data)?;
-    let spec = args.optim.spec();
+    let spec = args.optim.spec(3, 3e-4);
     let resume = if args.resume {
         Some(
             latest_checkpoint(&args.out)

@@ -129,7 +129,7 @@ fn group(n: usize) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -150,7 +150,12 @@ pub fn run(args: SftArgs) -> Result<()> {
         eval_files.push(bundled(HELDOUT_DATA));
     }
     let lora_cfg = args.lora.config()?;
-    let spec = args.optim.spec();
+    // The embedded default (no --model, no --data) is sized to finish in minutes on a CPU.
+    let embedded = bundled_data && args.model.is_none();
+    let spec = args.optim.spec(
+        if embedded { 1 } else { 3 },
+        if embedded { 1e-3 } else { 3e-4 },
+    );
     let mut records = read_files(&data, args.skip_bad_records)?;
     let mut eval_records = if eval_files.is_empty() {
         Vec::new()

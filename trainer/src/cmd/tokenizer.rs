@@ -78,8 +78,13 @@ pub fn run(args: TokenizerArgs) -> Result<()> {
     // Lines with their newline, CRLF read as LF (as Python's text mode reads them).
     let mut lines = Vec::new();
     for f in &files {
-        let text = std::fs::read_to_string(f).map_err(|e| anyhow!("reading {}: {e}", f.display()))?;
-        lines.extend(text.replace("\r\n", "\n").split_inclusive('\n').map(str::to_string));
+        let text =
+            std::fs::read_to_string(f).map_err(|e| anyhow!("reading {}: {e}", f.display()))?;
+        lines.extend(
+            text.replace("\r\n", "\n")
+                .split_inclusive('\n')
+                .map(str::to_string),
+        );
     }
     tok.train(&mut trainer, lines.into_iter())
         .map_err(|e| anyhow!("training the tokenizer: {e}"))?;

@@ -4,7 +4,7 @@
 
 use burn::module::Param;
 use burn::nn::{Embedding, LayerNorm, LayerNormConfig};
-use burn::tensor::{Tensor, TensorData, backend::Backend};
+use burn::tensor::{Distribution, Tensor, TensorData, backend::Backend};
 
 use crate::attention::Attention;
 use crate::config::GptNeoxConfig;
@@ -50,6 +50,67 @@ impl<B: Backend> Init<'_, B> {
 }
 
 impl<B: Backend> GptNeoxForCausalLM<B> {
+    /// Like [`Self::init`] but drawing the weights on the device (fast for large shapes in
+    /// benchmarks; not reproducible across backends).
+    pub fn init_on_device(
+        config: &GptNeoxConfig,
+        initializer_range: f64,
+        device: &B::Device,
+    ) -> Self {
+        let normal = |shape: [usize; 2]| {
+            Param::from_tensor(Tensor::<B, 2>::random(
+                shape,
+                Distribution::Normal(0.0, initializer_range),
+                device,
+            ))
+        };
+        let (h, f, v) = (
+            config.hidden_size,
+            config.intermediate_size,
+            config.vocab_size,
+        );
+        let lin = |d_in: usize, d_out: usize, bias: bool| Linear {
+            weight: normal([d_in, d_out]),
+            bias: bias.then(|| Param::from_tensor(Tensor::zeros([d_out], device))),
+            lora: None,
+        };
+        let ln = || {
+            LayerNormConfig::new(h)
+                .with_epsilon(config.layer_norm_eps)
+                .init(device)
+        };
+        let layers = (0..config.num_hidden_layers)
+            .map(|_| Layer {
+                input_layernorm: ln(),
+                post_attention_layernorm: ln(),
+                attention: Attention {
+                    query_key_value: lin(h, 3 * h, config.attention_bias),
+                    dense: lin(h, h, config.attention_bias),
+                    num_heads: config.num_attention_heads,
+                    head_dim: config.head_dim,
+                },
+                mlp: Mlp {
+                    dense_h_to_4h: lin(h, f, true),
+                    dense_4h_to_h: lin(f, h, true),
+                    act: config.hidden_act,
+                },
+                use_parallel_residual: config.use_parallel_residual,
+            })
+            .collect();
+        Self {
+            gpt_neox: GptNeoxModel {
+                embed_in: Embedding {
+                    weight: normal([v, h]),
+                },
+                layers,
+                final_layer_norm: ln(),
+            },
+            embed_out: lin(h, v, false),
+            rotary_ndims: config.rotary_ndims,
+            rotary_base: config.rotary_emb_base,
+        }
+    }
+
     /// A freshly initialised model (for pretraining from scratch).
     pub fn init(
         config: &GptNeoxConfig,

@@ -40,11 +40,44 @@ macro_rules! with_backend {
                 let $dev = burn::backend::flex::FlexDevice;
                 $body
             }
+            #[cfg(feature = "cuda")]
+            $crate::device::DeviceArg::Cuda(index) => {
+                type $B = burn::backend::Cuda<f32, i32>;
+                let $dev = $crate::device::cuda_device(index)?;
+                $body
+            }
             other => anyhow::bail!(
-                "device {other:?} is not built into this binary (only `cpu` is; GPU backends arrive with the GPU issue)"
+                "device {other:?} is not built into this binary: rebuild with `--features cuda` for cuda (wgpu arrives with the web issue)"
             ),
         }
     }};
+}
+
+/// Open CUDA device `index`, turning a missing driver or device into an error instead of a panic.
+#[cfg(feature = "cuda")]
+pub fn cuda_device(index: usize) -> anyhow::Result<burn::backend::cuda::CudaDevice> {
+    use burn::tensor::Tensor;
+    let device = burn::backend::cuda::CudaDevice::new(index);
+    let probe = device.clone();
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let ok = std::panic::catch_unwind(move || {
+        Tensor::<burn::backend::Cuda<f32, i32>, 1>::zeros([1], &probe).into_data();
+    });
+    std::panic::set_hook(hook);
+    match ok {
+        Ok(()) => Ok(device),
+        Err(e) => {
+            let msg = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            anyhow::bail!(
+                "no usable CUDA device {index} (is the NVIDIA driver installed and the GPU visible?): {msg}"
+            )
+        }
+    }
 }
 
 #[cfg(test)]

@@ -35,11 +35,15 @@ pub struct BenchTrainArgs {
     /// Timed steps (after 3 warm-up steps).
     #[arg(long, default_value_t = 10)]
     pub steps: usize,
+    /// LoRA rank (0 = full training of every weight).
+    #[arg(long, default_value_t = 8)]
+    pub lora_r: usize,
     #[arg(long, default_value = "cpu")]
     pub device: DeviceArg,
 }
 
 pub fn run(args: BenchTrainArgs) -> Result<()> {
+    let start = Instant::now();
     let config = GptNeoxConfig::from_hf_json(
         &serde_json::json!({
             "vocab_size": args.vocab, "hidden_size": args.hidden, "num_hidden_layers": args.layers,
@@ -50,15 +54,19 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
     )?;
     with_backend!(args.device.clone(), |B, device| {
         type AB = Autodiff<B>;
-        let mut model = GptNeoxForCausalLM::<AB>::init(&config, 0.02, 0, &device);
+        let mut model = GptNeoxForCausalLM::<AB>::init_on_device(&config, 0.02, &device);
         let lora = LoraConfig {
-            r: 8,
+            r: args.lora_r.max(1),
             alpha: 16.0,
             dropout: 0.0,
             target_modules: TargetModules::List(vec!["query_key_value".into()]),
             use_rslora: false,
         };
-        model.attach_lora(&lora, 0, &device);
+        if args.lora_r > 0 {
+            model.attach_lora(&lora, 0, &device);
+        }
+        let init_s = start.elapsed().as_secs_f64();
+        let mut step_s = Vec::new();
         let examples: Vec<Example> = (0..args.batch)
             .map(|b| {
                 Example::lm(
@@ -75,6 +83,7 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
             if step == 3 {
                 t0 = Instant::now();
             }
+            let ts = Instant::now();
             let batch = collate::<AB>(&refs, 0, &device);
             let (sum, n) = causal_lm_nll_sum(model.forward(batch.ids, None), &batch.labels);
             let loss = sum / n as f64;
@@ -83,6 +92,13 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
             grads.add(&model, &g);
             let scale = 1.0_f64.min(1.0 / (grads.norm() + 1e-6));
             model = opt.step(model, &grads, 1e-3, scale);
+            step_s.push(ts.elapsed().as_secs_f64());
+            if step == 0 {
+                eprintln!(
+                    "first step finished {:.1} s after start (init {init_s:.1} s)",
+                    start.elapsed().as_secs_f64()
+                );
+            }
         }
         let dt = t0.elapsed().as_secs_f64() / args.steps as f64;
         println!(
@@ -91,6 +107,9 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
                 "impl": "law-polyglot",
                 "ms_per_step": dt * 1e3,
                 "tokens_per_s": (args.batch * args.seq) as f64 / dt,
+                "init_s": init_s,
+                "first_step_done_s": init_s + step_s[0],
+                "step_s": step_s,
             })
         );
         Ok(())

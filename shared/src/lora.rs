@@ -77,14 +77,17 @@ impl<B: Backend> GptNeoxForCausalLM<B> {
     pub fn linears_mut(&mut self) -> Vec<(String, &mut Linear<B>)> {
         let mut out = Vec::new();
         for (i, l) in self.gpt_neox.layers.iter_mut().enumerate() {
-            let p = format!("gpt_neox.layers.{i}");
-            out.push((
-                format!("{p}.attention.query_key_value"),
-                &mut l.attention.query_key_value,
-            ));
-            out.push((format!("{p}.attention.dense"), &mut l.attention.dense));
-            out.push((format!("{p}.mlp.dense_h_to_4h"), &mut l.mlp.dense_h_to_4h));
-            out.push((format!("{p}.mlp.dense_4h_to_h"), &mut l.mlp.dense_4h_to_h));
+            let a = &mut l.attention;
+            let m = &mut l.mlp;
+            let lins = [
+                &mut a.query_key_value,
+                &mut a.dense,
+                &mut m.dense_h_to_4h,
+                &mut m.dense_4h_to_h,
+            ];
+            for (name, lin) in LAYER_LINEARS.iter().zip(lins) {
+                out.push((format!("gpt_neox.layers.{i}.{name}"), lin));
+            }
         }
         out
     }
@@ -93,14 +96,16 @@ impl<B: Backend> GptNeoxForCausalLM<B> {
     pub fn linears(&self) -> Vec<(String, &Linear<B>)> {
         let mut out = Vec::new();
         for (i, l) in self.gpt_neox.layers.iter().enumerate() {
-            let p = format!("gpt_neox.layers.{i}");
-            out.push((
-                format!("{p}.attention.query_key_value"),
-                &l.attention.query_key_value,
-            ));
-            out.push((format!("{p}.attention.dense"), &l.attention.dense));
-            out.push((format!("{p}.mlp.dense_h_to_4h"), &l.mlp.dense_h_to_4h));
-            out.push((format!("{p}.mlp.dense_4h_to_h"), &l.mlp.dense_4h_to_h));
+            let (a, m) = (&l.attention, &l.mlp);
+            let lins = [
+                &a.query_key_value,
+                &a.dense,
+                &m.dense_h_to_4h,
+                &m.dense_4h_to_h,
+            ];
+            for (name, lin) in LAYER_LINEARS.iter().zip(lins) {
+                out.push((format!("gpt_neox.layers.{i}.{name}"), lin));
+            }
         }
         out
     }

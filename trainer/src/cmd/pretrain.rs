@@ -7,18 +7,16 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use burn::backend::Autodiff;
 use burn::module::Module;
-use burn::tensor::backend::AutodiffBackend;
 use clap::Args;
 use serde_json::json;
 use shared::example::Example;
-use shared::lora::LoraConfig;
 use shared::model_dir::{ModelDir, load_tokenizer};
-use shared::save::save_hf_folder;
 use shared::{GptNeoxConfig, GptNeoxForCausalLM, Tokenizer};
 
 use crate::cmd::lora_args::{LoraArgs, OptimArgs};
 use crate::cmd::sft::trainable_line;
 use crate::device::DeviceArg;
+use crate::train::io::{FullIo, LoraIo};
 use crate::train::{WeightIo, latest_checkpoint, train};
 use crate::with_backend;
 
@@ -108,47 +106,6 @@ pub fn blocks(files: &[PathBuf], tok: &Tokenizer, max_len: usize) -> Result<Vec<
         .collect())
 }
 
-struct FullIo<'a> {
-    config: &'a GptNeoxConfig,
-    tokenizer: &'a Path,
-    f16: bool,
-}
-
-impl<AB: AutodiffBackend> WeightIo<AB> for FullIo<'_> {
-    fn save(&self, model: &GptNeoxForCausalLM<AB>, dir: &Path) -> Result<()> {
-        Ok(save_hf_folder(
-            model,
-            self.config,
-            dir,
-            usize::MAX,
-            &[self.tokenizer],
-            self.f16,
-        )?)
-    }
-    fn load(&self, model: GptNeoxForCausalLM<AB>, dir: &Path) -> Result<GptNeoxForCausalLM<AB>> {
-        let device = model.embed_out.weight.device();
-        let ckpt = shared::Checkpoint::open_dir(dir)?;
-        Ok(GptNeoxForCausalLM::load(self.config, &ckpt, &device)?)
-    }
-}
-
-struct LoraIo<'a>(&'a LoraConfig, String);
-
-impl<AB: AutodiffBackend> WeightIo<AB> for LoraIo<'_> {
-    fn save(&self, model: &GptNeoxForCausalLM<AB>, dir: &Path) -> Result<()> {
-        Ok(shared::peft::save_adapter(model, self.0, &self.1, dir)?)
-    }
-    fn load(
-        &self,
-        mut model: GptNeoxForCausalLM<AB>,
-        dir: &Path,
-    ) -> Result<GptNeoxForCausalLM<AB>> {
-        let device = model.embed_out.weight.device();
-        shared::peft::load_adapter(&mut model, dir, &device)?;
-        Ok(model)
-    }
-}
-
 pub fn run(args: PretrainArgs) -> Result<()> {
     let files = text_files(&args.data)?;
     let spec = args.optim.spec(3, 3e-4);
@@ -225,11 +182,14 @@ pub fn run(args: PretrainArgs) -> Result<()> {
             .as_ref()
             .map_or("scratch".to_string(), |b| b.display().to_string());
         let full_io = FullIo {
-            config: &config,
-            tokenizer: &tok_path,
+            config: config.clone(),
+            tokenizer: tok_path.clone(),
             f16: args.save_f16,
         };
-        let lora_io = LoraIo(&lora_cfg, base_name);
+        let lora_io = LoraIo {
+            cfg: lora_cfg.clone(),
+            base_name,
+        };
         let io: &dyn WeightIo<AB> = if args.full {
             println!("full training: {} parameters", model.num_params());
             &full_io

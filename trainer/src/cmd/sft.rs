@@ -2,16 +2,14 @@
 //! `finetune.py` with transformers + PEFT). With no arguments it fine-tunes the bundled tiny
 //! Korean legal base on the bundled constitution instructions, on the CPU.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use burn::backend::Autodiff;
 use burn::module::{AutodiffModule, Module};
-use burn::tensor::backend::AutodiffBackend;
 use clap::Args;
 use serde_json::json;
 use shared::example::Example;
-use shared::lora::LoraConfig;
 use shared::model_dir::ModelDir;
 use shared::prompt::Template;
 use shared::{GptNeoxForCausalLM, Tokenizer};
@@ -21,7 +19,8 @@ use crate::cmd::lora_args::{LoraArgs, OptimArgs};
 use crate::device::DeviceArg;
 use crate::paths::{BASE_MODEL, HELDOUT_DATA, TRAIN_DATA, bundled};
 use crate::sft_data::{AlpacaRecord, read_files};
-use crate::train::{WeightIo, latest_checkpoint, train};
+use crate::train::io::LoraIo;
+use crate::train::{latest_checkpoint, train};
 use crate::with_backend;
 
 #[derive(Debug, Args)]
@@ -60,31 +59,6 @@ pub struct SftArgs {
     pub show_answers: usize,
     #[arg(long, default_value = "cpu")]
     pub device: DeviceArg,
-}
-
-struct LoraIo<'a> {
-    cfg: &'a LoraConfig,
-    base_name: String,
-}
-
-impl<AB: AutodiffBackend> WeightIo<AB> for LoraIo<'_> {
-    fn save(&self, model: &GptNeoxForCausalLM<AB>, dir: &Path) -> Result<()> {
-        Ok(shared::peft::save_adapter(
-            model,
-            self.cfg,
-            &self.base_name,
-            dir,
-        )?)
-    }
-    fn load(
-        &self,
-        mut model: GptNeoxForCausalLM<AB>,
-        dir: &Path,
-    ) -> Result<GptNeoxForCausalLM<AB>> {
-        let device = model.embed_out.weight.device();
-        shared::peft::load_adapter(&mut model, dir, &device)?;
-        Ok(model)
-    }
 }
 
 /// Tokenize records; returns examples and how many were truncated.
@@ -212,7 +186,7 @@ pub fn run(args: SftArgs) -> Result<()> {
         model.attach_lora(&lora_cfg, spec.seed, &device);
         println!("{}", trainable_line(&model));
         let io = LoraIo {
-            cfg: &lora_cfg,
+            cfg: lora_cfg.clone(),
             base_name: model_dir.display().to_string(),
         };
         std::fs::write(

@@ -4,6 +4,7 @@
 //! NaN handling.
 
 pub mod batch;
+pub mod io;
 pub mod metrics;
 pub mod optim;
 pub mod schedule;
@@ -306,12 +307,11 @@ pub fn train<AB: AutodiffBackend>(
         };
         let lr = sched.lr(step);
         model = opt.step(model, &grads, lr, scale);
+        let tokens_per_s = tokens as f64 / t0.elapsed().as_secs_f64();
         let done = step + 1;
         last_loss = loss_sum;
-        let eval = (!eval_set.is_empty()
-            && spec.eval_every > 0
-            && done % spec.eval_every == 0
-            && done < total)
+        let periodic = spec.eval_every > 0 && done.is_multiple_of(spec.eval_every);
+        let eval = (!eval_set.is_empty() && (periodic || done == total))
             .then(|| eval_loss(&model.valid(), eval_set, bs, pad_id, device));
         let m = StepMetrics {
             step: done,
@@ -319,14 +319,14 @@ pub fn train<AB: AutodiffBackend>(
             loss: loss_sum,
             lr,
             grad_norm: norm,
-            tokens_per_s: tokens as f64 / t0.elapsed().as_secs_f64(),
+            tokens_per_s,
             eval_loss: eval,
         };
-        let log = done % spec.log_every.max(1) == 0 || done == total || eval.is_some();
+        let log = done.is_multiple_of(spec.log_every.max(1)) || done == total || eval.is_some();
         progress.update(&m, total, log);
         metrics.push(m)?;
         let stop = INTERRUPTED.load(Ordering::SeqCst);
-        if (spec.save_every > 0 && done % spec.save_every == 0) || stop {
+        if (spec.save_every > 0 && done.is_multiple_of(spec.save_every)) || stop {
             save_checkpoint(io, &model, &opt, out, done, spec)?;
         }
         if stop {
@@ -339,16 +339,13 @@ pub fn train<AB: AutodiffBackend>(
         }
     }
     progress.finish();
-    let eval_after = (!eval_set.is_empty() && !interrupted)
-        .then(|| eval_loss(&model.valid(), eval_set, bs, pad_id, device));
+    let eval_after = metrics
+        .history()
+        .last()
+        .filter(|m| m.step == total)
+        .and_then(|m| m.eval_loss);
     if let Some(e) = eval_after {
         println!("eval loss after training: {e:.4}");
-        if let Some(last) = metrics.history().last().cloned() {
-            metrics.push(StepMetrics {
-                eval_loss: Some(e),
-                ..last
-            })?;
-        }
     }
     let steps = metrics.history().last().map_or(start, |m| m.step);
     Ok((

@@ -135,3 +135,38 @@ fn bad_data_names_file_and_line() {
         "{msg}"
     );
 }
+
+#[test]
+fn nan_loss_stops_with_a_checkpoint() {
+    let out = temp_dir("sft-nan");
+    let err = trainer::cli::run_args([
+        "trainer",
+        "sft",
+        "--model",
+        model_dir("neox-a").to_str().unwrap(),
+        "--data",
+        golden_dir().join("sft_small.jsonl").to_str().unwrap(),
+        "--max-len",
+        "60",
+        "--max-steps",
+        "50",
+        "--batch-size",
+        "4",
+        "--lr",
+        "1e9",
+        "--max-grad-norm",
+        "0",
+        "--warmup-ratio",
+        "0",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("loss is NaN") || msg.contains("loss is inf"),
+        "{msg}"
+    );
+    let (_, ckpt) = trainer::train::latest_checkpoint(&out).expect("a checkpoint was saved");
+    assert!(ckpt.join("adapter_model.safetensors").is_file());
+}

@@ -6,6 +6,8 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
+use crate::sft_data::{parse_record as parse_alpaca, text_field};
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum EvalRecord {
     Ids(Vec<u32>),
@@ -15,15 +17,6 @@ pub enum EvalRecord {
         input: String,
         output: String,
     },
-}
-
-fn string_field(obj: &serde_json::Map<String, Value>, key: &str, required: bool) -> Result<String> {
-    match obj.get(key) {
-        Some(Value::String(s)) => Ok(s.clone()),
-        None | Some(Value::Null) if !required => Ok(String::new()),
-        None => bail!("missing field `{key}`"),
-        Some(other) => bail!("field `{key}` must be a string, found {other}"),
-    }
 }
 
 /// Parse one JSONL line.
@@ -47,13 +40,14 @@ pub fn parse_record(line: &str) -> Result<EvalRecord> {
         return Ok(EvalRecord::Ids(ids));
     }
     if obj.contains_key("text") {
-        return Ok(EvalRecord::Text(string_field(&obj, "text", true)?));
+        return Ok(EvalRecord::Text(text_field(&obj, "text", true)?));
     }
     if obj.contains_key("instruction") || obj.contains_key("output") {
+        let r = parse_alpaca(Value::Object(obj))?;
         return Ok(EvalRecord::Alpaca {
-            instruction: string_field(&obj, "instruction", true)?,
-            input: string_field(&obj, "input", false)?,
-            output: string_field(&obj, "output", true)?,
+            instruction: r.instruction,
+            input: r.input,
+            output: r.output,
         });
     }
     bail!("expected `input_ids`, `text`, or an Alpaca record with `instruction` and `output`")

@@ -14,7 +14,12 @@ pub struct AlpacaRecord {
     pub output: String,
 }
 
-fn text(obj: &serde_json::Map<String, Value>, key: &str, required: bool) -> Result<String> {
+/// A string field; absent or null is "" unless `required`.
+pub fn text_field(
+    obj: &serde_json::Map<String, Value>,
+    key: &str,
+    required: bool,
+) -> Result<String> {
     match obj.get(key) {
         Some(Value::String(s)) => Ok(s.clone()),
         None | Some(Value::Null) if !required => Ok(String::new()),
@@ -28,9 +33,9 @@ pub fn parse_record(v: Value) -> Result<AlpacaRecord> {
         bail!("expected a JSON object");
     };
     Ok(AlpacaRecord {
-        instruction: text(&obj, "instruction", true)?,
-        input: text(&obj, "input", false)?,
-        output: text(&obj, "output", true)?,
+        instruction: text_field(&obj, "instruction", true)?,
+        input: text_field(&obj, "input", false)?,
+        output: text_field(&obj, "output", true)?,
     })
 }
 

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # One prepared run on a lent GPU machine (device tool): where does the time to the first CUDA
 # training step go, and what does one LoRA step of the polyglot-ko-1.3b shape cost, beside HF +
-# PEFT on the same card. Expects a trainer built here with `--features cuda` at .gpu/trainer.
+# PEFT on the same card. Expects a trainer built here with `--features cuda`, stripped and gzipped
+# at .gpu/trainer.gz (device tool: carry [".gpu"]).
 # Usage (on the GPU machine, from the repo root): bash bench/gpu_probe.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-probe}
 mkdir -p "$OUT"
 T=./.gpu/trainer
+[ -f .gpu/trainer.gz ] && gunzip -f .gpu/trainer.gz  # carried gzipped: the tree that travels is capped at 64 MiB
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 export CUDA_PATH=${CUDA_PATH:-/usr/local/cuda}
 ls "$CUDA_PATH/include/cuda.h" >/dev/null 2>&1 || echo "warning: no CUDA headers under $CUDA_PATH"

@@ -33,6 +33,9 @@ pub enum Command {
     /// Forward-pass timings (used by bench/forward_cpu.py).
     #[command(name = "bench-forward", hide = true)]
     BenchForward(cmd::bench::BenchArgs),
+    /// Square matmul TFLOP/s (used by bench/gpu_probe.sh).
+    #[command(name = "bench-matmul", hide = true)]
+    BenchMatmul(cmd::bench_matmul::BenchMatmulArgs),
     /// LoRA training-step timings (used by bench/train_step_cpu.py).
     #[command(name = "bench-train", hide = true)]
     BenchTrain(cmd::bench_train::BenchTrainArgs),
@@ -49,6 +52,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Pretrain(a) => cmd::pretrain::run(*a),
         Command::Tokenizer(a) => cmd::tokenizer::run(a),
         Command::BenchForward(a) => cmd::bench::run(a),
+        Command::BenchMatmul(a) => cmd::bench_matmul::run(a),
         Command::BenchTrain(a) => cmd::bench_train::run(a),
     }
 }

@@ -14,8 +14,11 @@ use crate::with_backend;
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
+    /// Model folder; or give `--config` (an HF config.json) for random weights drawn on the device.
+    #[arg(long, required_unless_present = "config")]
+    pub model: Option<PathBuf>,
     #[arg(long)]
-    pub model: PathBuf,
+    pub config: Option<PathBuf>,
     /// Prompt length of the prefill.
     #[arg(long, default_value_t = 128)]
     pub prompt_len: usize,
@@ -35,24 +38,33 @@ fn ids<B: Backend>(vals: Vec<i64>, device: &B::Device) -> Tensor<B, 2, Int> {
 
 pub fn run(args: BenchArgs) -> Result<()> {
     with_backend!(args.device.clone(), |B, device| {
-        let m = ModelDir::<B>::load(&args.model, &device)
-            .with_context(|| format!("loading {}", args.model.display()))?;
-        let v = m.config.vocab_size as i64;
+        let (config, model) = match (&args.model, &args.config) {
+            (Some(dir), _) => {
+                let m = ModelDir::<B>::load(dir, &device)
+                    .with_context(|| format!("loading {}", dir.display()))?;
+                (m.config, m.model)
+            }
+            (None, Some(cfg)) => {
+                let c = shared::GptNeoxConfig::from_hf_file(cfg)?;
+                let model = shared::GptNeoxForCausalLM::<B>::init_on_device(&c, 0.02, &device);
+                (c, model)
+            }
+            (None, None) => anyhow::bail!("give --model DIR or --config FILE"),
+        };
+        let v = config.vocab_size as i64;
         let prompt: Vec<i64> = (0..args.prompt_len as i64)
             .map(|i| (i * 7919 + 13) % v)
             .collect();
         let (mut prefill, mut decode) = (Vec::new(), Vec::new());
         for rep in 0..=args.reps {
-            let mut cache = m.model.new_cache();
+            let mut cache = model.new_cache();
             let t0 = Instant::now();
-            let logits = m
-                .model
-                .forward_last(ids::<B>(prompt.clone(), &device), Some(&mut cache));
+            let logits = model.forward_last(ids::<B>(prompt.clone(), &device), Some(&mut cache));
             let _ = logits.into_data();
             let t_prefill = t0.elapsed().as_secs_f64();
             let t1 = Instant::now();
             for s in 0..args.decode_steps {
-                let logits = m.model.forward_last(
+                let logits = model.forward_last(
                     ids::<B>(vec![(s as i64 * 31) % v], &device),
                     Some(&mut cache),
                 );

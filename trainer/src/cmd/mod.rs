@@ -1,6 +1,7 @@
 //! One file per subcommand, each with its clap `Args` and a `run`.
 
 pub mod bench;
+pub mod bench_matmul;
 pub mod bench_train;
 pub mod eval;
 pub mod eval_qa;

@@ -1,9 +1,13 @@
 //! Random initialisation as HF's `GPTNeoXPreTrainedModel._init_weights`: Linear and Embedding
-//! weights ~ N(0, initializer_range), biases 0, LayerNorm weight 1 and bias 0. Drawn on the host
-//! from a seeded generator, so every backend starts from the same weights.
+//! weights ~ N(0, initializer_range), biases 0, LayerNorm weight 1 and bias 0. [`init`] draws on
+//! the host from a seeded generator, so every backend starts from the same weights;
+//! [`init_on_device`] draws on the device (fast for large benchmark shapes, not reproducible).
+//!
+//! [`init`]: GptNeoxForCausalLM::init
+//! [`init_on_device`]: GptNeoxForCausalLM::init_on_device
 
 use burn::module::Param;
-use burn::nn::{Embedding, LayerNorm, LayerNormConfig};
+use burn::nn::{Embedding, LayerNormConfig};
 use burn::tensor::{Distribution, Tensor, TensorData, backend::Backend};
 
 use crate::attention::Attention;
@@ -14,63 +18,21 @@ use crate::mlp::Mlp;
 use crate::model::{GptNeoxForCausalLM, GptNeoxModel};
 use crate::sampling::Rng;
 
-struct Init<'a, B: Backend> {
-    rng: Rng,
-    std: f64,
-    device: &'a B::Device,
-}
-
-impl<B: Backend> Init<'_, B> {
-    fn normal(&mut self, n: usize) -> Vec<f32> {
-        (0..n)
-            .map(|_| {
-                // Box–Muller.
-                let u1 = self.rng.next_f64().max(f64::MIN_POSITIVE);
-                let u2 = self.rng.next_f64();
-                ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos() * self.std) as f32
-            })
-            .collect()
-    }
-
-    fn linear(&mut self, d_in: usize, d_out: usize, bias: bool) -> Linear<B> {
-        let w = self.normal(d_in * d_out);
-        Linear {
-            weight: Param::from_tensor(Tensor::from_data(
-                TensorData::new(w, [d_in, d_out]),
-                self.device,
-            )),
-            bias: bias.then(|| Param::from_tensor(Tensor::zeros([d_out], self.device))),
-            lora: None,
-        }
-    }
-
-    fn layer_norm(&self, d: usize, eps: f64) -> LayerNorm<B> {
-        LayerNormConfig::new(d).with_epsilon(eps).init(self.device)
-    }
-}
-
 impl<B: Backend> GptNeoxForCausalLM<B> {
-    /// Like [`Self::init`] but drawing the weights on the device (fast for large shapes in
-    /// benchmarks; not reproducible across backends).
-    pub fn init_on_device(
+    /// The model with every weight matrix from `draw(shape)`, called in a fixed order (embedding,
+    /// then per layer qkv, dense, h→4h, 4h→h, then the head); biases 0, LayerNorms identity.
+    fn build(
         config: &GptNeoxConfig,
-        initializer_range: f64,
         device: &B::Device,
+        mut draw: impl FnMut([usize; 2]) -> Tensor<B, 2>,
     ) -> Self {
-        let normal = |shape: [usize; 2]| {
-            Param::from_tensor(Tensor::<B, 2>::random(
-                shape,
-                Distribution::Normal(0.0, initializer_range),
-                device,
-            ))
-        };
         let (h, f, v) = (
             config.hidden_size,
             config.intermediate_size,
             config.vocab_size,
         );
-        let lin = |d_in: usize, d_out: usize, bias: bool| Linear {
-            weight: normal([d_in, d_out]),
+        let mut lin = |d_in: usize, d_out: usize, bias: bool| Linear {
+            weight: Param::from_tensor(draw([d_in, d_out])),
             bias: bias.then(|| Param::from_tensor(Tensor::zeros([d_out], device))),
             lora: None,
         };
@@ -78,6 +40,9 @@ impl<B: Backend> GptNeoxForCausalLM<B> {
             LayerNormConfig::new(h)
                 .with_epsilon(config.layer_norm_eps)
                 .init(device)
+        };
+        let embed_in = Embedding {
+            weight: lin(v, h, false).weight,
         };
         let layers = (0..config.num_hidden_layers)
             .map(|_| Layer {
@@ -99,9 +64,7 @@ impl<B: Backend> GptNeoxForCausalLM<B> {
             .collect();
         Self {
             gpt_neox: GptNeoxModel {
-                embed_in: Embedding {
-                    weight: normal([v, h]),
-                },
+                embed_in,
                 layers,
                 final_layer_norm: ln(),
             },
@@ -111,58 +74,37 @@ impl<B: Backend> GptNeoxForCausalLM<B> {
         }
     }
 
-    /// A freshly initialised model (for pretraining from scratch).
+    /// A freshly initialised model (for pretraining from scratch), reproducible from `seed`.
     pub fn init(
         config: &GptNeoxConfig,
         initializer_range: f64,
         seed: u64,
         device: &B::Device,
     ) -> Self {
-        let mut i = Init::<B> {
-            rng: Rng::new(seed),
-            std: initializer_range,
-            device,
-        };
-        let (h, f, v) = (
-            config.hidden_size,
-            config.intermediate_size,
-            config.vocab_size,
-        );
-        let embed = i.normal(v * h);
-        let layers = (0..config.num_hidden_layers)
-            .map(|_| Layer {
-                input_layernorm: i.layer_norm(h, config.layer_norm_eps),
-                post_attention_layernorm: i.layer_norm(h, config.layer_norm_eps),
-                attention: Attention {
-                    query_key_value: i.linear(h, 3 * h, config.attention_bias),
-                    dense: i.linear(h, h, config.attention_bias),
-                    num_heads: config.num_attention_heads,
-                    head_dim: config.head_dim,
-                },
-                mlp: Mlp {
-                    dense_h_to_4h: i.linear(h, f, true),
-                    dense_4h_to_h: i.linear(f, h, true),
-                    act: config.hidden_act,
-                },
-                use_parallel_residual: config.use_parallel_residual,
-            })
-            .collect();
-        let final_layer_norm = i.layer_norm(h, config.layer_norm_eps);
-        let embed_out = i.linear(h, v, false);
-        Self {
-            gpt_neox: GptNeoxModel {
-                embed_in: Embedding {
-                    weight: Param::from_tensor(Tensor::from_data(
-                        TensorData::new(embed, [v, h]),
-                        device,
-                    )),
-                },
-                layers,
-                final_layer_norm,
-            },
-            embed_out,
-            rotary_ndims: config.rotary_ndims,
-            rotary_base: config.rotary_emb_base,
-        }
+        let mut rng = Rng::new(seed);
+        Self::build(config, device, |shape| {
+            let data: Vec<f32> = (0..shape[0] * shape[1])
+                .map(|_| {
+                    // Box–Muller.
+                    let u1 = rng.next_f64().max(f64::MIN_POSITIVE);
+                    let u2 = rng.next_f64();
+                    ((-2.0 * u1.ln()).sqrt()
+                        * (std::f64::consts::TAU * u2).cos()
+                        * initializer_range) as f32
+                })
+                .collect();
+            Tensor::from_data(TensorData::new(data, shape), device)
+        })
+    }
+
+    /// Like [`Self::init`] but drawing the weights on the device.
+    pub fn init_on_device(
+        config: &GptNeoxConfig,
+        initializer_range: f64,
+        device: &B::Device,
+    ) -> Self {
+        Self::build(config, device, |shape| {
+            Tensor::random(shape, Distribution::Normal(0.0, initializer_range), device)
+        })
     }
 }

@@ -2,7 +2,7 @@
 //! `run_clm` `group_texts`), fully or with LoRA: domain-adaptive pretraining of Polyglot-ko on
 //! legal text, and how the bundled tiny base is made from scratch.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use burn::backend::Autodiff;
@@ -10,7 +10,7 @@ use burn::module::Module;
 use clap::Args;
 use serde_json::json;
 use shared::example::Example;
-use shared::model_dir::{ModelDir, load_tokenizer};
+use shared::model_dir::ModelDir;
 use shared::{GptNeoxConfig, GptNeoxForCausalLM, Tokenizer};
 
 use crate::cmd::lora_args::{LoraArgs, OptimArgs};
@@ -129,12 +129,7 @@ pub fn run(args: PretrainArgs) -> Result<()> {
             (None, Some(cfg)) => {
                 let config = GptNeoxConfig::from_hf_file(cfg)?;
                 let tok_path = args.tokenizer.clone().expect("clap requires --tokenizer");
-                let dir = tok_path.parent().unwrap_or(Path::new("."));
-                let tokenizer = if tok_path.file_name().is_some_and(|n| n == "tokenizer.json") {
-                    load_tokenizer(dir, &config)?
-                } else {
-                    Tokenizer::from_file(&tok_path, config.eos_token_id)?
-                };
+                let tokenizer = Tokenizer::from_file(&tok_path, config.eos_token_id)?;
                 if tokenizer.vocab_size() > config.vocab_size {
                     bail!(
                         "{}: {} tokens do not fit vocab_size {} of {}",

@@ -57,6 +57,12 @@ pub enum LoadError {
         expected: Vec<usize>,
         actual: Vec<usize>,
     },
+    #[error(transparent)]
+    Manifest(#[from] crate::manifest::ManifestError),
+    #[error(transparent)]
+    Integrity(#[from] crate::manifest::IntegrityError),
+    #[error("file `{name}` of model package `{package}` was not provided")]
+    MissingFile { name: String, package: String },
     #[error("tensor `{name}` in {file} has unsupported dtype {dtype}")]
     Dtype {
         name: String,

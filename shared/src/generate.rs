@@ -36,13 +36,15 @@ pub enum StopReason {
 }
 
 /// Generate after `prompt`; `on_token` sees every new id (the stop id included) and may abort.
-/// Returns the new ids and why it stopped.
+/// It is async so a caller in the browser can yield to its event loop between tokens (to see an
+/// abort message even on a CPU backend, whose reads finish at once). Returns the new ids and why
+/// it stopped.
 pub async fn generate<B: Backend>(
     model: &GptNeoxForCausalLM<B>,
     prompt: &[u32],
     cfg: &GenerationConfig,
     device: &B::Device,
-    mut on_token: impl FnMut(u32) -> ControlFlow<()>,
+    mut on_token: impl AsyncFnMut(u32) -> ControlFlow<()>,
 ) -> Result<(Vec<u32>, StopReason), GenerateError> {
     if prompt.is_empty() {
         return Err(GenerateError::EmptyPrompt);
@@ -67,7 +69,7 @@ pub async fn generate<B: Backend>(
             .map_err(|e| GenerateError::Readback(format!("{e:?}")))?;
         let next = sample(&logits, &cfg.sampling, &mut rng) as u32;
         out.push(next);
-        if on_token(next).is_break() {
+        if on_token(next).await.is_break() {
             return Ok((out, StopReason::Aborted));
         }
         if cfg.stop_ids.contains(&next) {

@@ -15,11 +15,14 @@ pub mod linear;
 pub mod load;
 pub mod lora;
 pub mod loss;
+pub mod manifest;
 pub mod mlp;
 pub mod model;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod model_dir;
+pub mod package;
 pub mod prompt;
+pub mod quant;
 pub mod rope;
 pub mod sampling;
 pub mod tokenizer;

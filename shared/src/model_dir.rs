@@ -28,7 +28,17 @@ pub fn load_tokenizer(dir: &Path, config: &GptNeoxConfig) -> Result<Tokenizer, L
 }
 
 impl<B: Backend> ModelDir<B> {
+    /// Load an HF model folder, or a web package folder (one with `manifest.json`).
     pub fn load(dir: &Path, device: &B::Device) -> Result<Self, LoadError> {
+        if dir.join(crate::manifest::MANIFEST_FILE).is_file() {
+            let p = crate::package::Package::open_dir(dir, device)?;
+            return Ok(Self {
+                dir: dir.to_path_buf(),
+                config: p.config,
+                model: p.model,
+                tokenizer: p.tokenizer,
+            });
+        }
         let config = GptNeoxConfig::from_hf_file(&dir.join("config.json"))?;
         let tokenizer = load_tokenizer(dir, &config)?;
         let ckpt = Checkpoint::open_dir(dir)?;

@@ -32,6 +32,17 @@ impl std::str::FromStr for Template {
     }
 }
 
+impl std::fmt::Display for Template {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Seed => "seed",
+            Self::Alpaca => "alpaca",
+            Self::Kullm => "kullm",
+            Self::Koalpaca => "koalpaca",
+        })
+    }
+}
+
 impl Template {
     /// The prompt for an instruction and an optional input (empty = none).
     pub fn prompt(self, instruction: &str, input: &str) -> String {

@@ -119,7 +119,7 @@ fn greedy_generation_matches_hf_generate() {
             seed: 0,
             stop_ids: vec![m.tokenizer.eos_id()],
         };
-        let (new, _) = pollster::block_on(generate(&m.model, &prompt, &cfg, &DEVICE, |_| {
+        let (new, _) = pollster::block_on(generate(&m.model, &prompt, &cfg, &DEVICE, async |_| {
             std::ops::ControlFlow::Continue(())
         }))
         .unwrap();

@@ -25,7 +25,7 @@ pub fn answer<B: Backend>(
         seed: 0,
         stop_ids: vec![tok.eos_id()],
     };
-    let (ids, _) = pollster::block_on(generate(model, &prompt, &cfg, device, |_| {
+    let (ids, _) = pollster::block_on(generate(model, &prompt, &cfg, device, async |_| {
         std::ops::ControlFlow::Continue(())
     }))?;
     let ids: Vec<u32> = ids.into_iter().filter(|&i| i != tok.eos_id()).collect();

@@ -20,6 +20,9 @@ pub enum Command {
     /// Exact match and character F1 of greedy answers to Alpaca questions.
     #[command(name = "eval-qa")]
     EvalQa(cmd::eval_qa::EvalQaArgs),
+    /// Write a web model package (quantized shards, tokenizer, manifest) for the browser app.
+    #[command(name = "export-web")]
+    ExportWeb(cmd::export_web::ExportWebArgs),
     /// Stream a completion for a prompt.
     Generate(cmd::generate::GenerateArgs),
     /// LoRA fine-tuning on Alpaca instruction data (no arguments: the bundled default).
@@ -46,6 +49,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Eval(a) => cmd::eval::run(a),
         Command::Generate(a) => cmd::generate::run(a),
+        Command::ExportWeb(a) => cmd::export_web::run(a),
         Command::EvalQa(a) => cmd::eval_qa::run(a),
         Command::Sft(a) => cmd::sft::run(*a),
         Command::Merge(a) => cmd::merge::run(a),

@@ -1,20 +1,12 @@
-//! The browser app (a later issue): a leptos page and a Web Worker running the `shared` model on
-//! WebGPU. For now this crate only proves that the model crate builds for `wasm32-unknown-unknown`.
+//! Law-Polyglot in the browser: a leptos page (`bin/app`) and a Web Worker (`bin/worker`) that
+//! runs the shared GPT-NeoX model on WebGPU (burn-wgpu), or on the CPU (burn-flex) without it.
+//! The message protocol and share links are plain Rust, tested natively; the page and the
+//! worker exist only on wasm32.
 
-use shared::prompt::Template;
+pub mod protocol;
+pub mod settings;
 
-/// The prompt the app will send for a question, with the trainer's default template.
-pub fn question_prompt(question: &str) -> String {
-    Template::Seed.prompt(question, "")
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn prompt_is_the_seed_template() {
-        assert_eq!(
-            super::question_prompt("질문"),
-            "### Instruction:\n질문\n\n### Response:\n"
-        );
-    }
-}
+#[cfg(target_arch = "wasm32")]
+pub mod app;
+#[cfg(target_arch = "wasm32")]
+pub mod worker;

@@ -85,7 +85,7 @@ pub fn generate_to(args: &GenerateArgs, out: &mut dyn Write) -> Result<String> {
         let mut stream = StreamDecoder::default();
         let mut text = String::new();
         let mut io_err = None;
-        let result = pollster::block_on(generate(&m.model, &prompt, &cfg, &device, |id| {
+        let result = pollster::block_on(generate(&m.model, &prompt, &cfg, &device, async |id| {
             if id == eos {
                 return ControlFlow::Continue(());
             }

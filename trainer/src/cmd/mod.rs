@@ -5,6 +5,7 @@ pub mod bench_matmul;
 pub mod bench_train;
 pub mod eval;
 pub mod eval_qa;
+pub mod export_web;
 pub mod generate;
 pub mod lora_args;
 pub mod merge;

@@ -2,7 +2,8 @@
 # Rebuilds the bundled models from the bundled data, on the CPU:
 #   models/law-tiny-base  a tiny GPT-NeoX (Polyglot-ko's shape ratios) pretrained from scratch
 #   models/law-tiny-demo  the base fine-tuned with LoRA on the constitution instructions, merged
-# Usage: bash tools/build_models.sh [base|demo|all]   (TRAINER=path/to/trainer to reuse a build)
+#   public/models/law-tiny-demo  the demo model as a q4 web package for the browser app
+# Usage: bash tools/build_models.sh [base|demo|web|all]   (TRAINER=path/to/trainer to reuse a build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 T=${TRAINER:-}
@@ -35,4 +36,12 @@ if [ "$what" = demo ] || [ "$what" = all ]; then
   $T merge --base models/law-tiny-base --adapter runs/demo-sft --out models/law-tiny-demo --save-f16
   cp runs/demo-sft/metrics.jsonl runs/demo-sft/loss.svg runs/demo-sft/run_config.json models/law-tiny-demo/
   $T eval-qa --model models/law-tiny-demo --json
+fi
+
+if [ "$what" = demo ] || [ "$what" = all ] || [ "$what" = web ]; then
+  # 6. The web package the browser app loads (q4, with manifest and sha256s).
+  $T export-web --model models/law-tiny-demo --out public/models/law-tiny-demo \
+    --name "법률 데모 (5.3M, q4)" \
+    --description "Constitution and bills Q&A demo: law-tiny-base + LoRA SFT, merged, q4"
+  $T eval-qa --model public/models/law-tiny-demo --json
 fi

@@ -263,7 +263,7 @@ impl Checkpoint {
 
 impl Checkpoint {
     /// `name` stored quantized by `trainer export-web`: `{name}.qweight` (u32 words) and
-    /// `{name}.scales` (f32), with the scheme and block size in the file's metadata.
+    /// `{name}.scales` (f32 `[rows, blocks]`), with the scheme in the file's `quant` metadata.
     fn read_quantized(&self, name: &str) -> Option<Result<(HostTensor, &str), LoadError>> {
         let (wkey, i) = self.locate(&format!("{name}.qweight"))?;
         match &self.files[i] {
@@ -286,10 +286,6 @@ impl Checkpoint {
             .ok_or_else(|| bad("quantized, but the file has no `quant` metadata".into()))?
             .parse()
             .map_err(bad)?;
-        let block: usize = meta
-            .get("block_size")
-            .and_then(|b| b.parse().ok())
-            .ok_or_else(|| bad("no valid `block_size` metadata".into()))?;
         let skey = format!("{}.scales", wkey.trim_end_matches(".qweight"));
         let (Some(wi), Some(si)) = (f.meta.info(wkey), f.meta.info(&skey)) else {
             return Err(LoadError::MissingTensor {
@@ -304,10 +300,16 @@ impl Checkpoint {
             )));
         }
         let (rows, cols) = (wi.shape[0], wi.shape[1] * 32 / scheme.bits());
-        if !quant::fits(cols, scheme, block) || si.shape != [rows, cols / block] {
+        // The block size is implied by the scales' shape: one scale per block of a row.
+        let block = match si.shape[..] {
+            [r, n] if r == rows && n > 0 && cols % n == 0 => cols / n,
+            _ => 0,
+        };
+        if !quant::fits(cols, scheme, block) {
             return Err(bad(format!(
-                "scales {:?} do not suit {rows}x{cols} with block {block}",
-                si.shape
+                "scales {:?} do not suit a {rows}x{cols} {} matrix",
+                si.shape,
+                scheme.name()
             )));
         }
         let bytes = |(a, b): (usize, usize)| &f.bytes[f.data_start + a..f.data_start + b];

@@ -5,8 +5,17 @@
 mod common;
 
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
 
 use common::*;
+
+/// burn's backend RNG (dropout) is global and the loop reseeds it every micro-step: training
+/// runs in parallel test threads would reseed each other's dropout, so they take turns.
+static TRAINING: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    TRAINING.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn sft(out: &Path, extra: &[&str]) -> anyhow::Result<()> {
     let data = golden_dir().join("sft_small.jsonl");
@@ -60,6 +69,7 @@ fn losses(out: &Path) -> Vec<(u64, f64)> {
 
 #[test]
 fn resumed_run_matches_uninterrupted_run() {
+    let _turn = one_at_a_time();
     let full = temp_dir("sft-full");
     sft(&full, &[]).unwrap();
     for f in [
@@ -110,6 +120,7 @@ fn resumed_run_matches_uninterrupted_run() {
 
 #[test]
 fn bad_data_names_file_and_line() {
+    let _turn = one_at_a_time();
     let dir = temp_dir("sft-bad");
     let data = dir.join("bad.jsonl");
     std::fs::write(
@@ -138,6 +149,7 @@ fn bad_data_names_file_and_line() {
 
 #[test]
 fn nan_loss_stops_with_a_checkpoint() {
+    let _turn = one_at_a_time();
     let out = temp_dir("sft-nan");
     let err = trainer::cli::run_args([
         "trainer",
@@ -169,4 +181,84 @@ fn nan_loss_stops_with_a_checkpoint() {
     );
     let (_, ckpt) = trainer::train::latest_checkpoint(&out).expect("a checkpoint was saved");
     assert!(ckpt.join("adapter_model.safetensors").is_file());
+}
+
+/// Data parallel on CPU replicas: 2 devices × batch 2 follow the loss trajectory of 1 device ×
+/// batch 4 (dropout off, so both see the same function), and end with the same adapter.
+#[test]
+fn two_devices_match_one_device_with_the_whole_batch() {
+    let _turn = one_at_a_time();
+    let run = |name: &str, batch: &str, devices: &[&str]| {
+        let out = temp_dir(name);
+        let data = golden_dir().join("sft_small.jsonl");
+        let model = model_dir("neox-a");
+        let mut args = vec![
+            "trainer",
+            "sft",
+            "--model",
+            model.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--max-len",
+            "60",
+            "--max-steps",
+            "5",
+            "--batch-size",
+            batch,
+            "--grad-accum",
+            "2",
+            "--lr",
+            "5e-3",
+            "--lora-dropout",
+            "0",
+            "--target",
+            "all-linear",
+            "--show-answers",
+            "0",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(devices);
+        trainer::cli::run_args(args).unwrap();
+        out
+    };
+    let one = run("ddp-1x4", "4", &[]);
+    let two = run("ddp-2x2", "2", &["--devices", "0,1"]);
+    let (a, b) = (losses(&one), losses(&two));
+    assert_eq!(a.len(), 5);
+    for ((s1, l1), (s2, l2)) in a.iter().zip(&b) {
+        assert_eq!(s1, s2);
+        assert!(
+            (l1 - l2).abs() <= 1e-5 * l1.abs(),
+            "step {s1}: {l1} vs {l2}"
+        );
+    }
+    // A real difference is visible: half the batch per step is another trajectory.
+    let half = run("ddp-1x2", "2", &[]);
+    let c = losses(&half);
+    assert!((c[4].1 - a[4].1).abs() > 1e-4, "{} vs {}", c[4].1, a[4].1);
+    let w = |dir: &Path| {
+        let bytes = std::fs::read(dir.join("adapter_model.safetensors")).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
+        names.sort();
+        names
+            .iter()
+            .flat_map(|n| {
+                st.tensor(n)
+                    .unwrap()
+                    .data()
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                    .collect::<Vec<_>>()
+            })
+            .collect::<Vec<f32>>()
+    };
+    let (wa, wb) = (w(&one), w(&two));
+    let max = wa
+        .iter()
+        .zip(&wb)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(max < 1e-5, "adapters differ by {max}");
 }

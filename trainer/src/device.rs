@@ -30,6 +30,74 @@ impl FromStr for DeviceArg {
     }
 }
 
+/// `--devices 0,1,2,3`: device indices for data parallel training.
+pub fn parse_indices(s: &str) -> Result<Vec<usize>, String> {
+    let v: Vec<usize> = s
+        .split(',')
+        .map(|x| x.trim().parse::<usize>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("--devices {s:?}: expected indices like 0,1,2,3"))?;
+    let mut uniq = v.clone();
+    uniq.sort();
+    uniq.dedup();
+    if v.is_empty() || uniq.len() != v.len() {
+        return Err(format!("--devices {s:?}: indices must be distinct"));
+    }
+    Ok(v)
+}
+
+/// `--devices` as parsed by clap.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeviceIndices(pub Vec<usize>);
+
+impl FromStr for DeviceIndices {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        parse_indices(s).map(Self)
+    }
+}
+
+/// Devices of one backend by index (`--devices`).
+pub trait IndexedDevice: Sized {
+    fn with_index(&self, index: usize) -> anyhow::Result<Self>;
+}
+
+/// Several CPU "devices" are replicas on the same CPU: the data parallel logic runs (and is
+/// tested) without GPUs.
+impl IndexedDevice for burn::backend::flex::FlexDevice {
+    fn with_index(&self, _: usize) -> anyhow::Result<Self> {
+        Ok(Self)
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl IndexedDevice for burn::backend::cuda::CudaDevice {
+    fn with_index(&self, index: usize) -> anyhow::Result<Self> {
+        cuda_device(index)
+    }
+}
+
+#[cfg(feature = "wgpu")]
+impl IndexedDevice for burn::backend::wgpu::WgpuDevice {
+    fn with_index(&self, index: usize) -> anyhow::Result<Self> {
+        match index {
+            0 => Ok(self.clone()),
+            _ => anyhow::bail!("wgpu runs on one adapter only"),
+        }
+    }
+}
+
+/// The training devices: `device` alone, or one per index of `--devices`.
+pub fn training_devices<D: IndexedDevice + Clone>(
+    device: &D,
+    indices: Option<&DeviceIndices>,
+) -> anyhow::Result<Vec<D>> {
+    match indices {
+        None => Ok(vec![device.clone()]),
+        Some(list) => list.0.iter().map(|&i| device.with_index(i)).collect(),
+    }
+}
+
 /// Run `$body` with `$B` bound to the backend type and `$dev` to the device value.
 #[macro_export]
 macro_rules! with_backend {
@@ -46,8 +114,15 @@ macro_rules! with_backend {
                 let $dev = $crate::device::cuda_device(index)?;
                 $body
             }
+            #[cfg(feature = "wgpu")]
+            $crate::device::DeviceArg::Wgpu => {
+                type $B = burn::backend::Wgpu<f32, i32>;
+                let $dev = burn::backend::wgpu::WgpuDevice::DefaultDevice;
+                $body
+            }
+            #[allow(unreachable_patterns)]
             other => anyhow::bail!(
-                "device {other:?} is not built into this binary: rebuild with `--features cuda` for cuda (wgpu arrives with the web issue)"
+                "device {other:?} is not built into this binary: rebuild with `--features cuda` (cuda) or `--features wgpu` (wgpu)"
             ),
         }
     }};
@@ -90,5 +165,7 @@ mod tests {
         assert_eq!("cuda:3".parse::<DeviceArg>(), Ok(DeviceArg::Cuda(3)));
         assert!("tpu".parse::<DeviceArg>().is_err());
         assert!("cuda:x".parse::<DeviceArg>().is_err());
+        assert_eq!(parse_indices("0,1, 3"), Ok(vec![0, 1, 3]));
+        assert!(parse_indices("0,0").is_err() && parse_indices("a").is_err());
     }
 }

@@ -166,11 +166,9 @@ pub fn run(args: ExportWebArgs) -> Result<()> {
         std::fs::remove_dir_all(&tmp)?;
     }
     std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    let meta = HashMap::from([
-        ("format".to_string(), "pt".to_string()),
-        ("quant".to_string(), args.quant.name().to_string()),
-        ("block_size".to_string(), args.block_size.to_string()),
-    ]);
+    // One metadata key, so the header (a hash map) is written the same way every time; the
+    // block size follows from each tensor's scales.
+    let meta = HashMap::from([("quant".to_string(), args.quant.name().to_string())]);
     let mut files = Vec::new();
     let n = shards.len();
     for (k, shard) in shards.iter().enumerate() {

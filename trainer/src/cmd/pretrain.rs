@@ -57,6 +57,10 @@ pub struct PretrainArgs {
     pub resume: bool,
     #[arg(long, default_value = "cpu")]
     pub device: DeviceArg,
+    /// Data parallel over these device indices of --device's kind (e.g. 0,1,2,3 for cuda):
+    /// --batch-size per device, gradients summed every step. `cpu` replicas share the CPU.
+    #[arg(long)]
+    pub devices: Option<crate::device::DeviceIndices>,
 }
 
 /// Every text file named, folders expanded to their `.txt` files sorted by name.
@@ -210,7 +214,7 @@ pub fn run(args: PretrainArgs) -> Result<()> {
             tokenizer.pad_id(),
             &args.out,
             resume.as_ref().map(|(_, p)| p.as_path()),
-            &device,
+            &crate::device::training_devices(&device, args.devices.as_ref())?,
         )?;
         if !summary.interrupted {
             io.save(&model, &args.out)?;

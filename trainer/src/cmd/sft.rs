@@ -59,6 +59,10 @@ pub struct SftArgs {
     pub show_answers: usize,
     #[arg(long, default_value = "cpu")]
     pub device: DeviceArg,
+    /// Data parallel over these device indices of --device's kind (e.g. 0,1,2,3 for cuda):
+    /// --batch-size per device, gradients summed every step. `cpu` replicas share the CPU.
+    #[arg(long)]
+    pub devices: Option<crate::device::DeviceIndices>,
 }
 
 /// Tokenize records; returns examples and how many were truncated.
@@ -203,6 +207,7 @@ pub fn run(args: SftArgs) -> Result<()> {
                 "train": spec,
                 "model_config": m.config,
                 "device": format!("{:?}", args.device),
+                "devices": args.devices,
             }))?,
         )?;
         let (model, summary) = train(
@@ -214,7 +219,7 @@ pub fn run(args: SftArgs) -> Result<()> {
             m.tokenizer.pad_id(),
             &args.out,
             resume.as_ref().map(|(_, p)| p.as_path()),
-            &device,
+            &crate::device::training_devices(&device, args.devices.as_ref())?,
         )?;
         if summary.interrupted {
             return Ok(());

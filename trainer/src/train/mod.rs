@@ -2,6 +2,11 @@
 //! token-weighted masked loss, backward, gradient accumulation, global-norm clipping, PyTorch
 //! AdamW, HF's LR schedules, eval, metrics, checkpoints that resume bit-for-bit, Ctrl-C and
 //! NaN handling.
+//!
+//! Data parallel (`--devices`): each device holds a replica and takes a contiguous slice of
+//! every batch (`--batch-size` per device); the replicas' gradient sums are added on the first
+//! device (with the token-weighted loss this is exactly the gradient of the whole batch), one
+//! optimizer there updates the weights, and the replicas are refreshed from it.
 
 pub mod batch;
 pub mod io;
@@ -15,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, Module};
 use burn::tensor::ElementConversion;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use serde::{Deserialize, Serialize};
@@ -218,15 +223,22 @@ pub fn train<AB: AutodiffBackend>(
     pad_id: u32,
     out: &Path,
     resume: Option<&Path>,
-    device: &AB::Device,
+    devices: &[AB::Device],
 ) -> Result<(GptNeoxForCausalLM<AB>, TrainSummary)> {
     if train_set.is_empty() {
         bail!("no training examples");
     }
+    let Some(device) = devices.first() else {
+        bail!("no device to train on");
+    };
+    let replicas = |model: &GptNeoxForCausalLM<AB>| -> Vec<GptNeoxForCausalLM<AB>> {
+        devices[1..].iter().map(|d| model.clone().fork(d)).collect()
+    };
     install_ctrlc();
     INTERRUPTED.store(false, Ordering::SeqCst);
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let bs = spec.batch_size.max(1);
+    let per_device = spec.batch_size.max(1);
+    let bs = per_device * devices.len();
     let accum = spec.grad_accum.max(1);
     let per_epoch = train_set.len().div_ceil(bs);
     let total = spec
@@ -260,6 +272,7 @@ pub fn train<AB: AutodiffBackend>(
     let (mut last_loss, mut interrupted) = (f64::NAN, false);
     let mut order_epoch = usize::MAX;
     let mut order = Vec::new();
+    let mut others = replicas(&model);
 
     for step in start..total {
         let t0 = Instant::now();
@@ -272,24 +285,38 @@ pub fn train<AB: AutodiffBackend>(
                 order_epoch = epoch;
             }
             let ids = &order[idx * bs..((idx + 1) * bs).min(order.len())];
-            let refs: Vec<&Example> = ids.iter().map(|&i| &train_set[i]).collect();
-            batches.push((k, collate::<AB>(&refs, pad_id, device)));
+            for (j, slice) in ids.chunks(per_device).enumerate() {
+                let refs: Vec<&Example> = slice.iter().map(|&i| &train_set[i]).collect();
+                batches.push((k, j, collate::<AB>(&refs, pad_id, &devices[j])));
+            }
         }
-        let scored: usize = batches.iter().map(|(_, b)| b.scored).sum::<usize>().max(1);
-        let tokens: usize = batches.iter().map(|(_, b)| b.tokens).sum();
-        let mut grads = GradSum::<AB::InnerBackend>::default();
-        let mut loss_sum = 0.0;
-        for (k, b) in batches {
+        let scored: usize = batches.iter().map(|(.., b)| b.scored).sum::<usize>().max(1);
+        let tokens: usize = batches.iter().map(|(.., b)| b.tokens).sum();
+        let mut grads: Vec<GradSum<AB::InnerBackend>> =
+            devices.iter().map(|_| GradSum::default()).collect();
+        let mut losses = Vec::with_capacity(batches.len());
+        // Every device's work is queued before any read-back, so devices run side by side.
+        for (k, j, b) in batches {
+            let replica = if j == 0 { &model } else { &others[j - 1] };
             AB::seed(
-                device,
-                spec.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ k as u64,
+                &devices[j],
+                spec.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ k as u64 ^ ((j as u64) << 40),
             );
-            let (sum, _) = causal_lm_nll_sum(model.forward(b.ids, None), &b.labels);
+            let (sum, _) = causal_lm_nll_sum(replica.forward(b.ids, None), &b.labels);
             let loss = sum / scored as f64;
-            loss_sum += loss.clone().into_scalar().elem::<f64>();
+            losses.push(loss.clone().inner());
             let g = loss.backward();
-            grads.add(&model, &g);
+            grads[j].add(replica, &g);
         }
+        let mut grads_iter = grads.into_iter();
+        let mut grads = grads_iter.next().expect("one device at least");
+        for other in grads_iter {
+            grads.merge(other, device);
+        }
+        let loss_sum: f64 = losses
+            .into_iter()
+            .map(|l| l.into_scalar().elem::<f64>())
+            .sum();
         if !loss_sum.is_finite() {
             let dir = save_checkpoint(io, &model, &opt, out, step, spec)?;
             progress.finish();
@@ -307,6 +334,7 @@ pub fn train<AB: AutodiffBackend>(
         };
         let lr = sched.lr(step);
         model = opt.step(model, &grads, lr, scale);
+        others = replicas(&model);
         let tokens_per_s = tokens as f64 / t0.elapsed().as_secs_f64();
         let done = step + 1;
         last_loss = loss_sum;

@@ -71,6 +71,19 @@ impl<B: Backend> GradSum<B> {
         });
     }
 
+    /// Add another replica's sums (the all-reduce of data parallel training), moving them to
+    /// `device` first.
+    pub fn merge(&mut self, other: GradSum<B>, device: &B::Device) {
+        for (key, g) in other.grads {
+            let g = g.to_device(device);
+            let entry = match self.grads.remove(&key) {
+                Some(prev) => prev + g,
+                None => g,
+            };
+            self.grads.insert(key, entry);
+        }
+    }
+
     /// Global L2 norm over every gradient (one read-back).
     pub fn norm(&self) -> f64 {
         let mut total: Option<Tensor<B, 1>> = None;

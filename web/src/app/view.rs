@@ -55,10 +55,10 @@ fn number_input(
                 max=max
                 prop:value=get
                 on:change=move |ev| {
-                    if let Ok(v) = event_target_value(&ev).parse::<f64>() {
-                        if v.is_finite() {
-                            set(v.clamp(min, max));
-                        }
+                    if let Ok(v) = event_target_value(&ev).parse::<f64>()
+                        && v.is_finite()
+                    {
+                        set(v.clamp(min, max));
                     }
                 }
             />

@@ -30,8 +30,8 @@ pub struct Loaded<B: BurnBackend> {
 }
 
 pub enum Engine {
-    Gpu(Loaded<Gpu>),
-    Cpu(Loaded<Cpu>),
+    Gpu(Box<Loaded<Gpu>>),
+    Cpu(Box<Loaded<Cpu>>),
 }
 
 /// Why there is no usable WebGPU adapter, if there is none.
@@ -94,12 +94,18 @@ impl Engine {
             .await;
             let package =
                 Package::from_files(manifest.clone(), files, &device).map_err(model_err)?;
-            (Engine::Gpu(Loaded { package, device }), Backend::WebGpu)
+            (
+                Engine::Gpu(Box::new(Loaded { package, device })),
+                Backend::WebGpu,
+            )
         } else {
             let device = Default::default();
             let package =
                 Package::from_files(manifest.clone(), files, &device).map_err(model_err)?;
-            (Engine::Cpu(Loaded { package, device }), Backend::Cpu)
+            (
+                Engine::Cpu(Box::new(Loaded { package, device })),
+                Backend::Cpu,
+            )
         };
         let info = ModelInfo {
             id: manifest.id.clone(),

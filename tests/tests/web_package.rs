@@ -122,7 +122,8 @@ fn bad_files_and_fields_are_named() {
     let manifest_path = dir.join("manifest.json");
     let manifest = std::fs::read_to_string(&manifest_path).unwrap();
     let json: serde_json::Value = serde_json::from_str(&manifest).unwrap();
-    let cases: [(&str, fn(&mut serde_json::Value)); 6] = [
+    type Edit = fn(&mut serde_json::Value);
+    let cases: [(&str, Edit); 6] = [
         ("total_bytes", |j| j["total_bytes"] = "many".into()),
         ("files[0].sha256", |j| {
             j["files"][0]["sha256"] = "abc".into()

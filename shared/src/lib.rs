@@ -21,6 +21,7 @@ pub mod model;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod model_dir;
 pub mod package;
+pub mod precision;
 pub mod prompt;
 pub mod quant;
 pub mod rope;

@@ -36,9 +36,19 @@ impl<B: Backend> Linear<B> {
         self.weight.dims()[1]
     }
 
-    /// `x·W + b` with the frozen base.
+    /// `x·W + b` with the frozen base. A base stored in another dtype (bf16, see
+    /// `precision.rs`) multiplies in that dtype; the result comes back in `x`'s dtype.
     pub fn base_forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        burn::tensor::module::linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()))
+        let (w, bias) = (self.weight.val(), self.bias.as_ref().map(|b| b.val()));
+        let (xd, wd) = (x.dtype(), w.dtype());
+        if xd == wd {
+            return burn::tensor::module::linear(x, w, bias);
+        }
+        let y = burn::tensor::module::linear(x.cast(wd), w, None).cast(xd);
+        match bias {
+            Some(b) => y + b.unsqueeze(),
+            None => y,
+        }
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
@@ -61,9 +71,10 @@ impl<B: Backend> Linear<B> {
         match self.lora {
             None => self,
             Some(l) => {
-                let delta = l.lora_a.val().matmul(l.lora_b.val()) * l.scaling;
+                let w = self.weight.val();
+                let delta = (l.lora_a.val().matmul(l.lora_b.val()) * l.scaling).cast(w.dtype());
                 Self {
-                    weight: Param::from_tensor(self.weight.val() + delta),
+                    weight: Param::from_tensor(w + delta),
                     bias: self.bias,
                     lora: None,
                 }

@@ -188,40 +188,7 @@ fn nan_loss_stops_with_a_checkpoint() {
 #[test]
 fn two_devices_match_one_device_with_the_whole_batch() {
     let _turn = one_at_a_time();
-    let run = |name: &str, batch: &str, devices: &[&str]| {
-        let out = temp_dir(name);
-        let data = golden_dir().join("sft_small.jsonl");
-        let model = model_dir("neox-a");
-        let mut args = vec![
-            "trainer",
-            "sft",
-            "--model",
-            model.to_str().unwrap(),
-            "--data",
-            data.to_str().unwrap(),
-            "--max-len",
-            "60",
-            "--max-steps",
-            "5",
-            "--batch-size",
-            batch,
-            "--grad-accum",
-            "2",
-            "--lr",
-            "5e-3",
-            "--lora-dropout",
-            "0",
-            "--target",
-            "all-linear",
-            "--show-answers",
-            "0",
-            "--out",
-            out.to_str().unwrap(),
-        ];
-        args.extend_from_slice(devices);
-        trainer::cli::run_args(args).unwrap();
-        out
-    };
+    let run = sft_plain;
     let one = run("ddp-1x4", "4", &[]);
     let two = run("ddp-2x2", "2", &["--devices", "0,1"]);
     let (a, b) = (losses(&one), losses(&two));
@@ -261,4 +228,63 @@ fn two_devices_match_one_device_with_the_whole_batch() {
         .map(|(x, y)| (x - y).abs())
         .fold(0f32, f32::max);
     assert!(max < 1e-5, "adapters differ by {max}");
+}
+
+/// A short run with dropout off, `--batch-size batch`, `--grad-accum 2` and `extra` flags.
+fn sft_plain(name: &str, batch: &str, extra: &[&str]) -> std::path::PathBuf {
+    let out = temp_dir(name);
+    let data = golden_dir().join("sft_small.jsonl");
+    let model = model_dir("neox-a");
+    let mut args = vec![
+        "trainer",
+        "sft",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--max-len",
+        "60",
+        "--max-steps",
+        "5",
+        "--batch-size",
+        batch,
+        "--grad-accum",
+        "2",
+        "--lr",
+        "5e-3",
+        "--lora-dropout",
+        "0",
+        "--target",
+        "all-linear",
+        "--show-answers",
+        "0",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    trainer::cli::run_args(args).unwrap();
+    out
+}
+
+/// `--grad-checkpointing` recomputes instead of storing: the same losses. `--dtype bf16`
+/// multiplies the base in bf16: losses within bf16's precision of f32's, but not identical.
+#[test]
+fn checkpointing_and_bf16_follow_the_f32_run() {
+    let _turn = one_at_a_time();
+    let base = losses(&sft_plain("prec-f32", "4", &[]));
+    let ckpt = losses(&sft_plain("prec-ckpt", "4", &["--grad-checkpointing"]));
+    let bf16 = losses(&sft_plain("prec-bf16", "4", &["--dtype", "bf16"]));
+    let mut max_bf16 = 0f64;
+    for (((s, a), (_, c)), (_, b)) in base.iter().zip(&ckpt).zip(&bf16) {
+        assert!(
+            (a - c).abs() <= 1e-5 * a.abs(),
+            "step {s}: {a} vs checkpointed {c}"
+        );
+        max_bf16 = max_bf16.max((a - b).abs() / a.abs());
+    }
+    assert_eq!(base.len(), 5);
+    assert!(
+        max_bf16 > 1e-6 && max_bf16 < 2e-2,
+        "bf16 relative loss difference {max_bf16}"
+    );
 }

@@ -1,7 +1,8 @@
 //! The browser app in real headless Chromium with WebGPU (SwiftShader): a share link answers
 //! token for token as `trainer generate` does natively on the same package; a reload fetches no
 //! weights again; no request carries the question; HTML in an answer shows as text; garbage in
-//! a link falls back with a notice; without WebGPU the app says so and answers on the CPU.
+//! a link falls back with a notice; a package changed on the server replaces the stale cached
+//! copy; a bad manifest is a named error; without WebGPU the app says so and answers on the CPU.
 //!
 //! Needs the built site (`web/dist`, or `LAW_WEB_DIST`) and chromium + chromedriver. Without
 //! them the test says so and passes, unless `LAW_BROWSER_TESTS=1` (set by `.ci/run`).
@@ -53,6 +54,7 @@ fn native_answer(package: &Path, question: &str, max_new: usize) -> (Vec<u32>, S
         top_k: 0,
         seed: 0,
         device: "cpu".parse().unwrap(),
+        stats: false,
     };
     let text = trainer::cmd::generate::generate_to(&args, &mut std::io::sink()).unwrap();
     let p = Package::<B>::open_dir(package, &Default::default()).unwrap();
@@ -232,7 +234,16 @@ fn web_app_in_chromium() {
     std::fs::create_dir_all(&tmp).unwrap();
     let payload = "<script>";
     let echo = echo_package(&tmp, payload);
-    let server = StaticServer::start(&dist, &[("/models/xss-echo", &echo)]);
+    let broken = tmp.join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    let mut manifest: Value =
+        serde_json::from_slice(&std::fs::read(echo.join("manifest.json")).unwrap()).unwrap();
+    manifest["files"][0]["sha256"] = "not-a-hash".into();
+    std::fs::write(broken.join("manifest.json"), manifest.to_string()).unwrap();
+    let server = StaticServer::start(
+        &dist,
+        &[("/models/xss-echo", &echo), ("/models/broken", &broken)],
+    );
 
     let demo = dist.join("models/law-tiny-demo");
     let (want_ids, want_text) = native_answer(&demo, QUESTION, MAX_NEW);
@@ -281,19 +292,50 @@ fn web_app_in_chromium() {
         notices.contains("temperature"),
         "no notice for t=abc: {notices}"
     );
+
+    // 4. A package changed on the server: the cached copy no longer matches the manifest,
+    //    so it is fetched again and the new model answers.
+    echo_package(&tmp, "<b>");
+    server.clear();
+    b.refresh();
+    let r4 = wait_done(&b, "changed package");
+    assert_eq!(r4["text"], "<b>");
+    assert!(
+        server
+            .requests()
+            .iter()
+            .any(|l| l.contains("/models/xss-echo/model-")),
+        "the stale cached weights were not fetched again"
+    );
+
+    // 5. A bad manifest is a named error on the page, and the tab lives on.
+    b.goto(&server.url(&link("x", "broken", 16, "")));
+    b.refresh();
+    let err = b
+        .wait_for(
+            "const a = document.querySelector('[data-testid=answer]'); \
+             return a && a.dataset.state === 'error' ? document.querySelector('[data-testid=error]').textContent : null;",
+            Duration::from_secs(120),
+        )
+        .expect("an error state for a bad manifest");
+    let err = err.as_str().unwrap();
+    assert!(
+        err.contains("files[0].sha256") && err.contains("manifest.json"),
+        "{err}"
+    );
     drop(b);
 
-    // 4. No WebGPU: the app says so and answers the same on the CPU.
+    // 6. No WebGPU: the app says so and answers the same on the CPU.
     let cpu = Browser::start(&[]);
     cpu.goto(&server.url(&link(QUESTION, "law-tiny-demo", MAX_NEW, "")));
-    let r4 = wait_done(&cpu, "no WebGPU");
-    assert_eq!(r4["backend"], "cpu");
+    let r6 = wait_done(&cpu, "no WebGPU");
+    assert_eq!(r6["backend"], "cpu");
     assert!(
-        r4["notices"].to_string().contains("CPU"),
+        r6["notices"].to_string().contains("CPU"),
         "{}",
-        r4["notices"]
+        r6["notices"]
     );
-    assert_eq!(ids(&r4), want_ids);
+    assert_eq!(ids(&r6), want_ids);
 
     // No request of either browser carried the question.
     let encoded = web::settings::encode(QUESTION);
@@ -305,6 +347,6 @@ fn web_app_in_chromium() {
     }
     eprintln!(
         "numbers: webgpu ttft {} ms, decode {} tok/s; cpu-wasm ttft {} ms, decode {} tok/s",
-        r["ttft_ms"], r["tps"], r4["ttft_ms"], r4["tps"]
+        r["ttft_ms"], r["tps"], r6["ttft_ms"], r6["tps"]
     );
 }

@@ -46,6 +46,14 @@ pub fn parse_indices(s: &str) -> Result<Vec<usize>, String> {
     Ok(v)
 }
 
+/// `--dtype`: the compute dtype of the frozen base weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DTypeArg {
+    F32,
+    Bf16,
+}
+
 /// `--devices` as parsed by clap.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct DeviceIndices(pub Vec<usize>);

@@ -40,6 +40,8 @@ pub struct BenchTrainArgs {
     pub lora_r: usize,
     #[arg(long, default_value = "cpu")]
     pub device: DeviceArg,
+    #[arg(long, value_enum, default_value = "f32")]
+    pub dtype: crate::device::DTypeArg,
 }
 
 pub fn run(args: BenchTrainArgs) -> Result<()> {
@@ -62,6 +64,9 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
             target_modules: TargetModules::List(vec!["query_key_value".into()]),
             use_rslora: false,
         };
+        if args.dtype == crate::device::DTypeArg::Bf16 {
+            model = model.cast_base(burn::tensor::FloatDType::BF16);
+        }
         if args.lora_r > 0 {
             model.attach_lora(&lora, 0, &device);
         }
@@ -105,6 +110,7 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
             "{}",
             serde_json::json!({
                 "impl": "law-polyglot",
+                "dtype": args.dtype,
                 "ms_per_step": dt * 1e3,
                 "tokens_per_s": (args.batch * args.seq) as f64 / dt,
                 "init_s": init_s,

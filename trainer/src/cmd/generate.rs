@@ -44,6 +44,9 @@ pub struct GenerateArgs {
     pub seed: u64,
     #[arg(long, default_value = "cpu")]
     pub device: DeviceArg,
+    /// Print the time to the first token and the decode speed to stderr.
+    #[arg(long)]
+    pub stats: bool,
 }
 
 impl GenerateArgs {
@@ -70,6 +73,8 @@ pub fn generate_to(args: &GenerateArgs, out: &mut dyn Write) -> Result<String> {
             .clone()
             .unwrap_or_else(|| crate::paths::bundled(crate::paths::DEMO_MODEL));
         let m = crate::cmd::load_model::<B>(&model, args.adapter.as_deref(), &device)?;
+        let t0 = std::time::Instant::now();
+        let mut first: Option<std::time::Duration> = None;
         let prompt = m.tokenizer.encode(&args.prompt_text())?;
         let cfg = GenerationConfig {
             max_new_tokens: args.max_new_tokens,
@@ -86,6 +91,7 @@ pub fn generate_to(args: &GenerateArgs, out: &mut dyn Write) -> Result<String> {
         let mut text = String::new();
         let mut io_err = None;
         let result = pollster::block_on(generate(&m.model, &prompt, &cfg, &device, async |id| {
+            first.get_or_insert_with(|| t0.elapsed());
             if id == eos {
                 return ControlFlow::Continue(());
             }
@@ -108,8 +114,23 @@ pub fn generate_to(args: &GenerateArgs, out: &mut dyn Write) -> Result<String> {
         if let Some(e) = io_err {
             return Err(e.into());
         }
-        result?;
+        let (ids, _) = result?;
         writeln!(out)?;
+        if args.stats {
+            let total = t0.elapsed().as_secs_f64();
+            let ttft = first.map_or(total, |d| d.as_secs_f64());
+            let tps = if ids.len() > 1 && total > ttft {
+                (ids.len() - 1) as f64 / (total - ttft)
+            } else {
+                0.0
+            };
+            eprintln!(
+                "stats: prompt {} tokens, {} new tokens, time to first token {:.1} ms, decode {tps:.1} tokens/s",
+                prompt.len(),
+                ids.len(),
+                ttft * 1000.0
+            );
+        }
         Ok(text)
     })
 }

@@ -6,7 +6,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use burn::backend::Autodiff;
+use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
 use burn::module::{AutodiffModule, Module};
+use burn::tensor::FloatDType;
+use burn::tensor::backend::AutodiffBackend;
 use clap::Args;
 use serde_json::json;
 use shared::example::Example;
@@ -16,7 +19,7 @@ use shared::{GptNeoxForCausalLM, Tokenizer};
 
 use crate::answer::answer;
 use crate::cmd::lora_args::{LoraArgs, OptimArgs};
-use crate::device::DeviceArg;
+use crate::device::{DTypeArg, DeviceArg, IndexedDevice};
 use crate::paths::{BASE_MODEL, HELDOUT_DATA, TRAIN_DATA, bundled};
 use crate::sft_data::{AlpacaRecord, read_files};
 use crate::train::io::LoraIo;
@@ -63,6 +66,26 @@ pub struct SftArgs {
     /// --batch-size per device, gradients summed every step. `cpu` replicas share the CPU.
     #[arg(long)]
     pub devices: Option<crate::device::DeviceIndices>,
+    /// Compute dtype of the frozen base's matmuls; LoRA weights, optimizer state, norms,
+    /// softmax and the loss stay f32.
+    #[arg(long, value_enum, default_value = "f32")]
+    pub dtype: crate::device::DTypeArg,
+    /// Recompute memory-bound activations in backward instead of keeping them (burn's
+    /// BalancedCheckpointing): less activation memory for long sequences, more compute.
+    #[arg(long)]
+    pub grad_checkpointing: bool,
+}
+
+/// What `run` prepares before a backend is chosen.
+struct Plan {
+    model_dir: PathBuf,
+    data: Vec<PathBuf>,
+    eval_files: Vec<PathBuf>,
+    lora_cfg: shared::lora::LoraConfig,
+    spec: crate::train::TrainSpec,
+    records: Vec<AlpacaRecord>,
+    eval_records: Vec<AlpacaRecord>,
+    resume: Option<(usize, PathBuf)>,
 }
 
 /// Tokenize records; returns examples and how many were truncated.
@@ -172,85 +195,120 @@ pub fn run(args: SftArgs) -> Result<()> {
         None
     };
 
+    let plan = Plan {
+        model_dir,
+        data,
+        eval_files,
+        lora_cfg,
+        spec,
+        records,
+        eval_records,
+        resume,
+    };
     with_backend!(args.device.clone(), |B, device| {
-        type AB = Autodiff<B>;
-        let m = ModelDir::<AB>::load(&model_dir, &device)
-            .with_context(|| format!("loading base model {}", model_dir.display()))?;
-        let (train_set, cut) = to_examples(&records, &m.tokenizer, args.template, args.max_len)?;
-        let (eval_set, eval_cut) =
-            to_examples(&eval_records, &m.tokenizer, args.template, args.max_len)?;
-        println!(
-            "data: {} training records, {} eval records; {} truncated to --max-len {}",
-            train_set.len(),
-            eval_set.len(),
-            cut + eval_cut,
-            args.max_len
-        );
-        let mut model = m.model;
-        model.attach_lora(&lora_cfg, spec.seed, &device);
-        println!("{}", trainable_line(&model));
-        let io = LoraIo {
-            cfg: lora_cfg.clone(),
-            base_name: model_dir.display().to_string(),
-        };
-        std::fs::write(
-            args.out.join("run_config.json"),
-            serde_json::to_string_pretty(&json!({
-                "command": "sft",
-                "base_model": model_dir,
-                "data": data,
-                "eval_data": eval_files,
-                "eval_split": args.eval_split,
-                "template": args.template,
-                "max_len": args.max_len,
-                "lora": lora_cfg,
-                "train": spec,
-                "model_config": m.config,
-                "device": format!("{:?}", args.device),
-                "devices": args.devices,
-            }))?,
-        )?;
-        let (model, summary) = train(
-            model,
-            &io,
-            &spec,
-            &train_set,
-            &eval_set,
-            m.tokenizer.pad_id(),
-            &args.out,
-            resume.as_ref().map(|(_, p)| p.as_path()),
-            &crate::device::training_devices(&device, args.devices.as_ref())?,
-        )?;
-        if summary.interrupted {
-            return Ok(());
+        if args.grad_checkpointing {
+            sft_on::<Autodiff<B, BalancedCheckpointing>>(&args, &plan, device)
+        } else {
+            sft_on::<Autodiff<B>>(&args, &plan, device)
         }
-        shared::peft::save_adapter(
-            &model,
-            &lora_cfg,
-            &model_dir.display().to_string(),
-            &args.out,
-        )?;
-        std::fs::write(
-            args.out.join("summary.json"),
-            serde_json::to_string_pretty(&summary)?,
-        )?;
-        println!(
-            "adapter written to {} (adapter_config.json, adapter_model.safetensors)",
-            args.out.display()
-        );
-        let inner = model.valid();
-        for r in eval_records.iter().take(args.show_answers) {
-            let a = answer(
-                &inner,
-                &m.tokenizer,
-                args.template,
-                &r.instruction,
-                &r.input,
-                96,
-                &device,
-            )?;
-            println!("\nQ: {}\nA: {a}\n(reference: {})", r.instruction, r.output);
-        }
-        Ok(())
     })
+}
+
+fn sft_on<AB: AutodiffBackend>(args: &SftArgs, plan: &Plan, device: AB::Device) -> Result<()>
+where
+    AB::Device: IndexedDevice,
+{
+    let Plan {
+        model_dir,
+        data,
+        eval_files,
+        lora_cfg,
+        spec,
+        records,
+        eval_records,
+        resume,
+    } = plan;
+    let m = ModelDir::<AB>::load(&model_dir, &device)
+        .with_context(|| format!("loading base model {}", model_dir.display()))?;
+    let (train_set, cut) = to_examples(&records, &m.tokenizer, args.template, args.max_len)?;
+    let (eval_set, eval_cut) =
+        to_examples(&eval_records, &m.tokenizer, args.template, args.max_len)?;
+    println!(
+        "data: {} training records, {} eval records; {} truncated to --max-len {}",
+        train_set.len(),
+        eval_set.len(),
+        cut + eval_cut,
+        args.max_len
+    );
+    let mut model = m.model;
+    if args.dtype == DTypeArg::Bf16 {
+        model = model.cast_base(FloatDType::BF16);
+    }
+    model.attach_lora(lora_cfg, spec.seed, &device);
+    println!("{}", trainable_line(&model));
+    let io = LoraIo {
+        cfg: lora_cfg.clone(),
+        base_name: model_dir.display().to_string(),
+    };
+    std::fs::write(
+        args.out.join("run_config.json"),
+        serde_json::to_string_pretty(&json!({
+            "command": "sft",
+            "base_model": model_dir,
+            "data": data,
+            "eval_data": eval_files,
+            "eval_split": args.eval_split,
+            "template": args.template,
+            "max_len": args.max_len,
+            "lora": lora_cfg,
+            "train": spec,
+            "model_config": m.config,
+            "device": format!("{:?}", args.device),
+            "devices": args.devices,
+            "dtype": args.dtype,
+            "grad_checkpointing": args.grad_checkpointing,
+        }))?,
+    )?;
+    let (model, summary) = train(
+        model,
+        &io,
+        &spec,
+        &train_set,
+        &eval_set,
+        m.tokenizer.pad_id(),
+        &args.out,
+        resume.as_ref().map(|(_, p)| p.as_path()),
+        &crate::device::training_devices(&device, args.devices.as_ref())?,
+    )?;
+    if summary.interrupted {
+        return Ok(());
+    }
+    shared::peft::save_adapter(
+        &model,
+        &lora_cfg,
+        &model_dir.display().to_string(),
+        &args.out,
+    )?;
+    std::fs::write(
+        args.out.join("summary.json"),
+        serde_json::to_string_pretty(&summary)?,
+    )?;
+    println!(
+        "adapter written to {} (adapter_config.json, adapter_model.safetensors)",
+        args.out.display()
+    );
+    let inner = model.valid();
+    for r in eval_records.iter().take(args.show_answers) {
+        let a = answer(
+            &inner,
+            &m.tokenizer,
+            args.template,
+            &r.instruction,
+            &r.input,
+            96,
+            &device,
+        )?;
+        println!("\nQ: {}\nA: {a}\n(reference: {})", r.instruction, r.output);
+    }
+    Ok(())
 }

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The GPU benchmark of issue 5, in one run on a lent GPU machine (device tool), our binary and
+# HF + PEFT side by side on the same card, a table printed last. Budget: under 8 minutes.
+#   - LoRA r8 on query_key_value, polyglot-ko-1.3b shape (random init), batch 8 x 512:
+#     tokens/s and peak memory (nvidia-smi, polled), ours in bf16 (base matmuls) and f32;
+#   - time from process start to the first finished training step (fresh kernel cache);
+#   - matmul TFLOP/s (burn-cuda f32; torch bf16 from torch_gpu_baseline.py);
+#   - greedy decode tokens/s: burn-cuda, burn-wgpu (Vulkan, if the machine has an NVIDIA ICD),
+#     HF generate.
+# Build here: CUDARC_CUDA_VERSION=13000 cargo build --release -p trainer --features cuda,wgpu,
+# strip, gzip to .gpu/trainer.gz; run: `bash bench/gpu_bench.sh` with carry [".gpu"].
+set -uo pipefail
+OUT=${OUT:-/tmp/gpu-bench}
+mkdir -p "$OUT"
+T=./.gpu/trainer
+[ -f .gpu/trainer.gz ] && gunzip -f .gpu/trainer.gz
+export CUDA_PATH=${CUDA_PATH:-/usr/local/cuda}
+printf '[compilation]\ncache = { file = "/tmp/cubecl-cache" }\n' > cubecl.toml
+GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+peak() { # command... -> runs it while polling GPU memory; prints peak MiB on the last line
+  local log=$OUT/mem.$$; : > "$log"
+  ( while :; do nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits >> "$log"; sleep 0.2; done ) &
+  local poll=$!
+  "$@"; local rc=$?
+  kill $poll 2>/dev/null; wait $poll 2>/dev/null
+  echo "peak_mib=$(sort -n "$log" | tail -1) rc=$rc"
+}
+SHAPE="--hidden 2048 --layers 24 --heads 16 --inter 8192 --vocab 30080 --batch 8 --seq 512 --lora-r 8"
+for dt in bf16 f32; do
+  peak timeout 150 "$T" bench-train --device cuda --dtype $dt $SHAPE --steps 5 \
+    > "$OUT/train-$dt.json" 2> "$OUT/train-$dt.err"
+  tail -1 "$OUT/train-$dt.err" | tee "$OUT/train-$dt.peak"
+done
+timeout 60 "$T" bench-matmul --device cuda --size 8192 --reps 10 > "$OUT/matmul.json" 2>&1
+for dev in cuda wgpu; do
+  timeout 90 "$T" bench-forward --device $dev --config bench/polyglot-ko-1.3b.config.json \
+    --prompt-len 128 --decode-steps 64 --reps 2 > "$OUT/decode-$dev.json" 2>&1
+done
+peak timeout 200 python3 bench/torch_gpu_baseline.py "$OUT/torch" > "$OUT/torch.jsonl" 2> "$OUT/torch.err"
+tail -1 "$OUT/torch.err" > "$OUT/torch.peak"
+rm -f cubecl.toml
+j() { grep -o "\"$2\":[0-9.e+-]*" "$1" 2>/dev/null | head -1 | cut -d: -f2; }
+echo
+echo "card: $GPU"
+echo "| measure | law-polyglot | HF + PEFT (torch) |"
+echo "|---|---|---|"
+echo "| LoRA step bf16, tokens/s | $(j "$OUT/train-bf16.json" tokens_per_s) | $(grep -h tokens_per_s "$OUT/torch.jsonl" | head -1) |"
+echo "| LoRA step f32, tokens/s | $(j "$OUT/train-f32.json" tokens_per_s) | |"
+echo "| peak GPU memory (MiB, bf16 / f32 / torch) | $(cat "$OUT/train-bf16.peak") / $(cat "$OUT/train-f32.peak") | $(cat "$OUT/torch.peak") |"
+echo "| first step done after start (s, bf16) | $(j "$OUT/train-bf16.json" first_step_done_s) | |"
+echo "| matmul TFLOP/s | $(tail -1 "$OUT/matmul.json") | $(grep -h -i tflop "$OUT/torch.jsonl" | head -1) |"
+echo "| greedy decode tokens/s (cuda / wgpu) | $(tail -1 "$OUT/decode-cuda.json") / $(tail -1 "$OUT/decode-wgpu.json") | $(grep -h -i generate "$OUT/torch.jsonl" | head -1) |"

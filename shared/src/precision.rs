@@ -1,0 +1,27 @@
+//! Mixed precision for training (`--dtype bf16`): the frozen base weights of every linear layer
+//! (`embed_out` included) are stored in bf16 and their matmuls run in bf16, while activations,
+//! LayerNorm, attention softmax, the loss, the LoRA weights and the optimizer state stay f32.
+//! [`Linear::base_forward`](crate::linear::Linear::base_forward) casts its input to the weight's
+//! dtype and the product back.
+
+use burn::tensor::FloatDType;
+use burn::tensor::backend::Backend;
+
+use crate::linear::Linear;
+use crate::model::GptNeoxForCausalLM;
+
+/// Cast in place, keeping the parameter id.
+fn cast<B: Backend>(lin: &mut Linear<B>, dtype: FloatDType) {
+    lin.weight = lin.weight.clone().map(|w| w.cast(dtype));
+}
+
+impl<B: Backend> GptNeoxForCausalLM<B> {
+    /// Store the base weights of all linear layers in `dtype` (call before attaching LoRA).
+    pub fn cast_base(mut self, dtype: FloatDType) -> Self {
+        for (_, lin) in self.linears_mut() {
+            cast(lin, dtype);
+        }
+        cast(&mut self.embed_out, dtype);
+        self
+    }
+}

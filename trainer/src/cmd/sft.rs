@@ -228,11 +228,11 @@ where
         eval_records,
         resume,
     } = plan;
-    let m = ModelDir::<AB>::load(&model_dir, &device)
+    let m = ModelDir::<AB>::load(model_dir, &device)
         .with_context(|| format!("loading base model {}", model_dir.display()))?;
-    let (train_set, cut) = to_examples(&records, &m.tokenizer, args.template, args.max_len)?;
+    let (train_set, cut) = to_examples(records, &m.tokenizer, args.template, args.max_len)?;
     let (eval_set, eval_cut) =
-        to_examples(&eval_records, &m.tokenizer, args.template, args.max_len)?;
+        to_examples(eval_records, &m.tokenizer, args.template, args.max_len)?;
     println!(
         "data: {} training records, {} eval records; {} truncated to --max-len {}",
         train_set.len(),
@@ -272,7 +272,7 @@ where
     let (model, summary) = train(
         model,
         &io,
-        &spec,
+        spec,
         &train_set,
         &eval_set,
         m.tokenizer.pad_id(),
@@ -285,7 +285,7 @@ where
     }
     shared::peft::save_adapter(
         &model,
-        &lora_cfg,
+        lora_cfg,
         &model_dir.display().to_string(),
         &args.out,
     )?;

@@ -23,7 +23,7 @@ if [ "$what" = base ] || [ "$what" = all ]; then
     --lr 1e-3 --warmup-ratio 0.05 --weight-decay 0.01 --eval-every 100 --save-every 100 --log-every 20 \
     --save-f16 --seed 1 --out runs/base
   cp runs/base/config.json runs/base/model.safetensors models/law-tiny-base/
-  cp runs/base/metrics.jsonl runs/base/loss.svg runs/base/run_config.json models/law-tiny-base/
+  cp runs/base/metrics.jsonl runs/base/loss.svg runs/base/run_config.json docs/training-logs/law-tiny-base/
 fi
 
 if [ "$what" = demo ] || [ "$what" = all ]; then
@@ -34,7 +34,7 @@ if [ "$what" = demo ] || [ "$what" = all ]; then
     --eval-every 250 --save-every 250 --log-every 25 --seed 7 --show-answers 3 --out runs/demo-sft
   # 4. Merge into an HF folder (float16), 5. score it on the held-out phrasings.
   $T merge --base models/law-tiny-base --adapter runs/demo-sft --out models/law-tiny-demo --save-f16
-  cp runs/demo-sft/metrics.jsonl runs/demo-sft/loss.svg runs/demo-sft/run_config.json models/law-tiny-demo/
+  cp runs/demo-sft/metrics.jsonl runs/demo-sft/loss.svg runs/demo-sft/run_config.json docs/training-logs/law-tiny-demo/
   $T eval-qa --model models/law-tiny-demo --json
 fi
 

@@ -21,7 +21,8 @@ done
 LOG=$(mktemp)
 LAW_BROWSER_TESTS=1 cargo test -q -p e2e --test web_app -- --nocapture >"$LOG" 2>&1 || { tail -40 "$LOG"; exit 1; }
 browser() { # label -> "ttft tps"
-  grep "^$1: " "$LOG" | head -1 | sed -n 's/.*"tps":"\([0-9.]*\)".*"ttft_ms":"\([0-9.]*\)".*/\2 \1/p'
+  grep "^$1: " "$LOG" | head -1 | sed -n 's/.*"tps":"\([0-9.]*\)".*"ttft_ms":"\([0-9.]*\)".*/\2 \1/p' |
+    awk '{ printf "%.1f %.1f", $1, $2 }'
 }
 B1=$(browser "first visit"); B2=$(browser "reload"); B3=$(browser "no WebGPU")
 echo

@@ -2,7 +2,8 @@
 //! token for token as `trainer generate` does natively on the same package; a reload fetches no
 //! weights again; no request carries the question; HTML in an answer shows as text; garbage in
 //! a link falls back with a notice; a package changed on the server replaces the stale cached
-//! copy; a bad manifest is a named error; without WebGPU the app says so and answers on the CPU.
+//! copy; a bad manifest is a named error; the stop button stops; without WebGPU the app says so
+//! and answers on the CPU.
 //!
 //! Needs the built site (`web/dist`, or `LAW_WEB_DIST`) and chromium + chromedriver. Without
 //! them the test says so and passes, unless `LAW_BROWSER_TESTS=1` (set by `.ci/run`).
@@ -79,8 +80,9 @@ fn native_answer(package: &Path, question: &str, max_new: usize) -> (Vec<u32>, S
 /// A 1-layer model whose greedy answer to any seed-template question is exactly `payload`:
 /// every layer outputs zero, so the residual stream is the token embedding; token `i` of the
 /// chain (prompt's last token, then the payload's tokens) is one-hot at dimension `i`, and the
-/// output row of the next token reads that dimension. Exported as an f32 web package.
-fn echo_package(dir: &Path, payload: &str) -> PathBuf {
+/// output row of the next token reads that dimension. Exported as an f32 web package named
+/// `name`. `looped`: after the payload it starts over instead of stopping (for the stop button).
+fn echo_package(dir: &Path, name: &str, payload: &str, looped: bool) -> PathBuf {
     let tok_file = repo().join("public/models/law-tiny-demo/tokenizer.json");
     let tok = shared::Tokenizer::from_file(&tok_file, None).unwrap();
     let prompt = tok
@@ -102,7 +104,8 @@ fn echo_package(dir: &Path, payload: &str) -> PathBuf {
     let mut out = vec![0f32; v * h];
     for (i, &t) in chain.iter().enumerate() {
         embed[t as usize * h + i] = 1.0;
-        let next = chain.get(i + 1).copied().unwrap_or(tok.eos_id());
+        let last = if looped { chain[1] } else { tok.eos_id() };
+        let next = chain.get(i + 1).copied().unwrap_or(last);
         out[next as usize * h + i] = 10.0;
     }
     let z = |shape: Vec<usize>| NamedTensor {
@@ -152,16 +155,16 @@ fn echo_package(dir: &Path, payload: &str) -> PathBuf {
         named(&format!("{p}.mlp.dense_4h_to_h.weight"), z(vec![h, f])),
         named(&format!("{p}.mlp.dense_4h_to_h.bias"), z(vec![h])),
     ];
-    let hf = dir.join("echo-hf");
+    let hf = dir.join(format!("{name}-hf"));
     std::fs::create_dir_all(&hf).unwrap();
     write_safetensors(&hf.join("model.safetensors"), &tensors).unwrap();
     let config = json!({"model_type": "gpt_neox", "vocab_size": v, "hidden_size": h,
         "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": f,
-        "hidden_act": "gelu", "rotary_pct": 0.5, "max_position_embeddings": 256,
+        "hidden_act": "gelu", "rotary_pct": 0.5, "max_position_embeddings": 1024,
         "use_parallel_residual": true, "eos_token_id": 0});
     std::fs::write(hf.join("config.json"), config.to_string()).unwrap();
     std::fs::copy(&tok_file, hf.join("tokenizer.json")).unwrap();
-    let out_dir = dir.join("xss-echo");
+    let out_dir = dir.join(name);
     trainer::cli::run_args([
         "trainer",
         "export-web",
@@ -233,7 +236,8 @@ fn web_app_in_chromium() {
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).unwrap();
     let payload = "<script>";
-    let echo = echo_package(&tmp, payload);
+    let echo = echo_package(&tmp, "xss-echo", payload, false);
+    let looping = echo_package(&tmp, "loop-echo", "<i>", true);
     let broken = tmp.join("broken");
     std::fs::create_dir_all(&broken).unwrap();
     let mut manifest: Value =
@@ -242,7 +246,11 @@ fn web_app_in_chromium() {
     std::fs::write(broken.join("manifest.json"), manifest.to_string()).unwrap();
     let server = StaticServer::start(
         &dist,
-        &[("/models/xss-echo", &echo), ("/models/broken", &broken)],
+        &[
+            ("/models/xss-echo", &echo),
+            ("/models/loop-echo", &looping),
+            ("/models/broken", &broken),
+        ],
     );
 
     let demo = dist.join("models/law-tiny-demo");
@@ -295,7 +303,7 @@ fn web_app_in_chromium() {
 
     // 4. A package changed on the server: the cached copy no longer matches the manifest,
     //    so it is fetched again and the new model answers.
-    echo_package(&tmp, "<b>");
+    echo_package(&tmp, "xss-echo", "<b>", false);
     server.clear();
     b.refresh();
     let r4 = wait_done(&b, "changed package");
@@ -323,9 +331,26 @@ fn web_app_in_chromium() {
         err.contains("files[0].sha256") && err.contains("manifest.json"),
         "{err}"
     );
+
+    // 6. The stop button ends an answer that would run to 512 tokens.
+    b.goto(&server.url(&link("x", "loop-echo", 512, "")));
+    b.refresh();
+    b.wait_for(
+        "const a = document.querySelector('[data-testid=answer]'); \
+         return a && a.dataset.state === 'generating' && a.dataset.tokens.split(',').length >= 3 ? true : null;",
+        Duration::from_secs(300),
+    )
+    .expect("generation started");
+    b.eval("document.querySelector('[data-testid=stop]').click(); return null;");
+    let stopped = ids(&wait_done(&b, "stopped"));
+    assert!(
+        stopped.len() >= 3 && stopped.len() < 512,
+        "{} tokens",
+        stopped.len()
+    );
     drop(b);
 
-    // 6. No WebGPU: the app says so and answers the same on the CPU.
+    // 7. No WebGPU: the app says so and answers the same on the CPU.
     let cpu = Browser::start(&[]);
     cpu.goto(&server.url(&link(QUESTION, "law-tiny-demo", MAX_NEW, "")));
     let r6 = wait_done(&cpu, "no WebGPU");

@@ -37,6 +37,25 @@ pub struct Shared {
     pub model: String,
 }
 
+/// The model a link without `m` opens: the bundled demo package.
+pub const DEFAULT_MODEL: &str = "law-tiny-demo";
+
+impl Shared {
+    /// What a link without any value gives: no question, greedy, 128 tokens, seed 0, the demo.
+    pub fn defaults() -> Self {
+        Self {
+            question: String::new(),
+            settings: Settings {
+                temperature: 0.0,
+                top_p: 1.0,
+                max_new_tokens: 128,
+                seed: 0,
+            },
+            model: DEFAULT_MODEL.into(),
+        }
+    }
+}
+
 /// A parsed link: the state to show and what had to fall back (in Korean, for the page).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Parsed {
@@ -152,16 +171,7 @@ mod tests {
     use super::*;
 
     fn defaults() -> Shared {
-        Shared {
-            question: String::new(),
-            settings: Settings {
-                temperature: 0.0,
-                top_p: 1.0,
-                max_new_tokens: 128,
-                seed: 0,
-            },
-            model: "law-tiny-demo".into(),
-        }
+        Shared::defaults()
     }
 
     #[test]

@@ -218,21 +218,15 @@ fn sft_on<AB: AutodiffBackend>(args: &SftArgs, plan: &Plan, device: AB::Device) 
 where
     AB::Device: IndexedDevice,
 {
-    let Plan {
-        model_dir,
-        data,
-        eval_files,
-        lora_cfg,
-        spec,
-        records,
-        eval_records,
-        resume,
-    } = plan;
-    let m = ModelDir::<AB>::load(model_dir, &device)
-        .with_context(|| format!("loading base model {}", model_dir.display()))?;
-    let (train_set, cut) = to_examples(records, &m.tokenizer, args.template, args.max_len)?;
-    let (eval_set, eval_cut) =
-        to_examples(eval_records, &m.tokenizer, args.template, args.max_len)?;
+    let m = ModelDir::<AB>::load(&plan.model_dir, &device)
+        .with_context(|| format!("loading base model {}", plan.model_dir.display()))?;
+    let (train_set, cut) = to_examples(&plan.records, &m.tokenizer, args.template, args.max_len)?;
+    let (eval_set, eval_cut) = to_examples(
+        &plan.eval_records,
+        &m.tokenizer,
+        args.template,
+        args.max_len,
+    )?;
     println!(
         "data: {} training records, {} eval records; {} truncated to --max-len {}",
         train_set.len(),
@@ -244,24 +238,24 @@ where
     if args.dtype == DTypeArg::Bf16 {
         model = model.cast_base(FloatDType::BF16);
     }
-    model.attach_lora(lora_cfg, spec.seed, &device);
+    model.attach_lora(&plan.lora_cfg, plan.spec.seed, &device);
     println!("{}", trainable_line(&model));
     let io = LoraIo {
-        cfg: lora_cfg.clone(),
-        base_name: model_dir.display().to_string(),
+        cfg: plan.lora_cfg.clone(),
+        base_name: plan.model_dir.display().to_string(),
     };
     std::fs::write(
         args.out.join("run_config.json"),
         serde_json::to_string_pretty(&json!({
             "command": "sft",
-            "base_model": model_dir,
-            "data": data,
-            "eval_data": eval_files,
+            "base_model": plan.model_dir,
+            "data": plan.data,
+            "eval_data": plan.eval_files,
             "eval_split": args.eval_split,
             "template": args.template,
             "max_len": args.max_len,
-            "lora": lora_cfg,
-            "train": spec,
+            "lora": plan.lora_cfg,
+            "train": plan.spec,
             "model_config": m.config,
             "device": format!("{:?}", args.device),
             "devices": args.devices,
@@ -272,12 +266,12 @@ where
     let (model, summary) = train(
         model,
         &io,
-        spec,
+        &plan.spec,
         &train_set,
         &eval_set,
         m.tokenizer.pad_id(),
         &args.out,
-        resume.as_ref().map(|(_, p)| p.as_path()),
+        plan.resume.as_ref().map(|(_, p)| p.as_path()),
         &crate::device::training_devices(&device, args.devices.as_ref())?,
     )?;
     if summary.interrupted {
@@ -285,8 +279,8 @@ where
     }
     shared::peft::save_adapter(
         &model,
-        lora_cfg,
-        &model_dir.display().to_string(),
+        &plan.lora_cfg,
+        &plan.model_dir.display().to_string(),
         &args.out,
     )?;
     std::fs::write(
@@ -298,7 +292,7 @@ where
         args.out.display()
     );
     let inner = model.valid();
-    for r in eval_records.iter().take(args.show_answers) {
+    for r in plan.eval_records.iter().take(args.show_answers) {
         let a = answer(
             &inner,
             &m.tokenizer,

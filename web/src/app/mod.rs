@@ -9,8 +9,6 @@ use leptos::prelude::*;
 use crate::protocol::{Event, ModelInfo, Phase, Request};
 use crate::settings::{Settings, Shared, parse_fragment};
 
-pub const DEFAULT_MODEL: &str = "law-tiny-demo";
-
 /// `data-state` of the answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -53,25 +51,12 @@ pub struct AppState {
     pub gen_id: RwSignal<u64>,
 }
 
-pub fn defaults() -> Shared {
-    Shared {
-        question: String::new(),
-        settings: Settings {
-            temperature: 0.0,
-            top_p: 1.0,
-            max_new_tokens: 128,
-            seed: 0,
-        },
-        model: DEFAULT_MODEL.into(),
-    }
-}
-
 impl AppState {
     fn new() -> Self {
         let hash = web_sys::window()
             .and_then(|w| w.location().hash().ok())
             .unwrap_or_default();
-        let parsed = parse_fragment(&hash, &defaults());
+        let parsed = parse_fragment(&hash, &Shared::defaults());
         let s = Self {
             question: RwSignal::new(parsed.shared.question.clone()),
             settings: RwSignal::new(parsed.shared.settings.clone()),

@@ -5,6 +5,8 @@ use std::time::Instant;
 
 use anyhow::Result;
 use burn::backend::Autodiff;
+use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
+use burn::tensor::backend::AutodiffBackend;
 use clap::Args;
 use shared::example::Example;
 use shared::lora::{LoraConfig, TargetModules};
@@ -42,6 +44,9 @@ pub struct BenchTrainArgs {
     pub device: DeviceArg,
     #[arg(long, value_enum, default_value = "f32")]
     pub dtype: crate::device::DTypeArg,
+    /// burn's BalancedCheckpointing autodiff strategy (as `sft --grad-checkpointing`).
+    #[arg(long)]
+    pub grad_checkpointing: bool,
 }
 
 pub fn run(args: BenchTrainArgs) -> Result<()> {
@@ -55,69 +60,82 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
         .to_string(),
     )?;
     with_backend!(args.device.clone(), |B, device| {
-        type AB = Autodiff<B>;
-        let mut model = GptNeoxForCausalLM::<AB>::init_on_device(&config, 0.02, &device);
-        let lora = LoraConfig {
-            r: args.lora_r.max(1),
-            alpha: 16.0,
-            dropout: 0.0,
-            target_modules: TargetModules::List(vec!["query_key_value".into()]),
-            use_rslora: false,
-        };
-        if args.dtype == crate::device::DTypeArg::Bf16 {
-            model = model.cast_base(burn::tensor::FloatDType::BF16);
+        if args.grad_checkpointing {
+            bench_on::<Autodiff<B, BalancedCheckpointing>>(&args, &config, start, device)
+        } else {
+            bench_on::<Autodiff<B>>(&args, &config, start, device)
         }
-        if args.lora_r > 0 {
-            model.attach_lora(&lora, 0, &device);
-        }
-        let init_s = start.elapsed().as_secs_f64();
-        let mut step_s = Vec::new();
-        let examples: Vec<Example> = (0..args.batch)
-            .map(|b| {
-                Example::lm(
-                    (0..args.seq)
-                        .map(|i| ((b * 7919 + i * 31) % args.vocab) as u32)
-                        .collect(),
-                )
-            })
-            .collect();
-        let refs: Vec<&Example> = examples.iter().collect();
-        let mut opt = AdamW::<B>::new(AdamWConfig::default());
-        let mut t0 = Instant::now();
-        for step in 0..args.steps + 3 {
-            if step == 3 {
-                t0 = Instant::now();
-            }
-            let ts = Instant::now();
-            let batch = collate::<AB>(&refs, 0, &device);
-            let (sum, n) = causal_lm_nll_sum(model.forward(batch.ids, None), &batch.labels);
-            let loss = sum / n as f64;
-            let g = loss.backward();
-            let mut grads = GradSum::<B>::default();
-            grads.add(&model, &g);
-            let scale = 1.0_f64.min(1.0 / (grads.norm() + 1e-6));
-            model = opt.step(model, &grads, 1e-3, scale);
-            step_s.push(ts.elapsed().as_secs_f64());
-            if step == 0 {
-                eprintln!(
-                    "first step finished {:.1} s after start (init {init_s:.1} s)",
-                    start.elapsed().as_secs_f64()
-                );
-            }
-        }
-        let dt = t0.elapsed().as_secs_f64() / args.steps as f64;
-        println!(
-            "{}",
-            serde_json::json!({
-                "impl": "law-polyglot",
-                "dtype": args.dtype,
-                "ms_per_step": dt * 1e3,
-                "tokens_per_s": (args.batch * args.seq) as f64 / dt,
-                "init_s": init_s,
-                "first_step_done_s": init_s + step_s[0],
-                "step_s": step_s,
-            })
-        );
-        Ok(())
     })
+}
+
+fn bench_on<AB: AutodiffBackend>(
+    args: &BenchTrainArgs,
+    config: &GptNeoxConfig,
+    start: Instant,
+    device: AB::Device,
+) -> Result<()> {
+    let mut model = GptNeoxForCausalLM::<AB>::init_on_device(config, 0.02, &device);
+    let lora = LoraConfig {
+        r: args.lora_r.max(1),
+        alpha: 16.0,
+        dropout: 0.0,
+        target_modules: TargetModules::List(vec!["query_key_value".into()]),
+        use_rslora: false,
+    };
+    if args.dtype == crate::device::DTypeArg::Bf16 {
+        model = model.cast_base(burn::tensor::FloatDType::BF16);
+    }
+    if args.lora_r > 0 {
+        model.attach_lora(&lora, 0, &device);
+    }
+    let init_s = start.elapsed().as_secs_f64();
+    let mut step_s = Vec::new();
+    let examples: Vec<Example> = (0..args.batch)
+        .map(|b| {
+            Example::lm(
+                (0..args.seq)
+                    .map(|i| ((b * 7919 + i * 31) % args.vocab) as u32)
+                    .collect(),
+            )
+        })
+        .collect();
+    let refs: Vec<&Example> = examples.iter().collect();
+    let mut opt = AdamW::<AB::InnerBackend>::new(AdamWConfig::default());
+    let mut t0 = Instant::now();
+    for step in 0..args.steps + 3 {
+        if step == 3 {
+            t0 = Instant::now();
+        }
+        let ts = Instant::now();
+        let batch = collate::<AB>(&refs, 0, &device);
+        let (sum, n) = causal_lm_nll_sum(model.forward(batch.ids, None), &batch.labels);
+        let loss = sum / n as f64;
+        let g = loss.backward();
+        let mut grads = GradSum::<AB::InnerBackend>::default();
+        grads.add(&model, &g);
+        let scale = 1.0_f64.min(1.0 / (grads.norm() + 1e-6));
+        model = opt.step(model, &grads, 1e-3, scale);
+        step_s.push(ts.elapsed().as_secs_f64());
+        if step == 0 {
+            eprintln!(
+                "first step finished {:.1} s after start (init {init_s:.1} s)",
+                start.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let dt = t0.elapsed().as_secs_f64() / args.steps as f64;
+    println!(
+        "{}",
+        serde_json::json!({
+            "impl": "law-polyglot",
+            "dtype": args.dtype,
+            "grad_checkpointing": args.grad_checkpointing,
+            "ms_per_step": dt * 1e3,
+            "tokens_per_s": (args.batch * args.seq) as f64 / dt,
+            "init_s": init_s,
+            "first_step_done_s": init_s + step_s[0],
+            "step_s": step_s,
+        })
+    );
+    Ok(())
 }

@@ -61,6 +61,8 @@ impl Shared {
 pub struct Parsed {
     pub shared: Shared,
     pub notices: Vec<String>,
+    /// Whether the link set any of `t`, `p`, `n`, `s` (if not, the model's own defaults apply).
+    pub has_settings: bool,
 }
 
 /// Percent-encode everything but unreserved characters (UTF-8 bytes).
@@ -119,6 +121,7 @@ pub fn to_fragment(shared: &Shared) -> String {
 pub fn parse_fragment(fragment: &str, defaults: &Shared) -> Parsed {
     let mut shared = defaults.clone();
     let mut notices = Vec::new();
+    let mut has_settings = false;
     let mut bad = |what: &str, raw: &str, default: String| {
         let shown: String = raw.chars().take(40).collect();
         notices.push(format!(
@@ -130,6 +133,7 @@ pub fn parse_fragment(fragment: &str, defaults: &Shared) -> Parsed {
             continue;
         }
         let (key, raw) = pair.split_once('=').unwrap_or((pair, ""));
+        has_settings |= matches!(key, "t" | "p" | "n" | "s");
         let value = decode(raw);
         let text = value.clone().unwrap_or_default();
         let d = &defaults.settings;
@@ -163,7 +167,11 @@ pub fn parse_fragment(fragment: &str, defaults: &Shared) -> Parsed {
             _ => bad("알 수 없는 항목", key, "(무시)".into()),
         }
     }
-    Parsed { shared, notices }
+    Parsed {
+        shared,
+        notices,
+        has_settings,
+    }
 }
 
 #[cfg(test)]
@@ -204,7 +212,9 @@ mod tests {
         let p = parse_fragment("#q=%ED%97%8C%EB%B2%95&n=7", &defaults());
         assert_eq!(p.shared.question, "헌법");
         assert_eq!(p.shared.settings.max_new_tokens, 7);
-        assert!(p.notices.is_empty());
-        assert_eq!(parse_fragment("", &defaults()).shared, defaults());
+        assert!(p.notices.is_empty() && p.has_settings);
+        let empty = parse_fragment("", &defaults());
+        assert_eq!(empty.shared, defaults());
+        assert!(!empty.has_settings && !parse_fragment("#q=x&m=a", &defaults()).has_settings);
     }
 }

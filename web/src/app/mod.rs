@@ -49,6 +49,8 @@ pub struct AppState {
     /// A question waiting for the model to load.
     pub pending: RwSignal<bool>,
     pub gen_id: RwSignal<u64>,
+    /// The link chose settings; otherwise the model's manifest defaults replace the page's.
+    pub link_settings: bool,
 }
 
 impl AppState {
@@ -72,6 +74,7 @@ impl AppState {
             link: RwSignal::new(String::new()),
             pending: RwSignal::new(!parsed.shared.question.trim().is_empty()),
             gen_id: RwSignal::new(0),
+            link_settings: parsed.has_settings,
         };
         if s.pending.get_untracked() {
             s.link.set(share_url(&parsed.shared));
@@ -130,6 +133,10 @@ impl AppState {
                 ..
             } => self.progress.set((phase, loaded, total)),
             Event::Ready(info) => {
+                let untouched = self.settings.get_untracked() == Shared::defaults().settings;
+                if !self.link_settings && untouched {
+                    self.settings.set(info.defaults.clone());
+                }
                 self.model.set(Some(info));
                 self.status.set(Status::Idle);
                 if self.pending.get_untracked() {

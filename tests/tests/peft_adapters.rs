@@ -83,3 +83,30 @@ fn adapter_for_another_base_is_a_named_error() {
         "{msg}"
     );
 }
+
+/// `trainer export-web --adapter` merges a PEFT adapter into an f32 web package whose logits are
+/// PEFT's `merge_and_unload` logits.
+#[test]
+fn export_web_with_a_peft_adapter_matches_peft_merge() {
+    let g = peft_golden("peft-merged-a");
+    let out = temp_dir("web-peft").join("peft-a-web");
+    trainer::cli::run_args([
+        "trainer",
+        "export-web",
+        "--model",
+        model_dir("neox-a").to_str().unwrap(),
+        "--adapter",
+        golden_dir().join("peft-a").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--quant",
+        "f32",
+    ])
+    .unwrap();
+    let m = ModelDir::<B>::load(&out, &DEVICE).unwrap();
+    let err = rel_err(&logits(&m.model, &g.input_ids), &g.logits);
+    assert!(err <= 1e-4, "relative error {err}");
+    // The adapter matters: the base alone is far from PEFT's merged logits.
+    let base = ModelDir::<B>::load(&model_dir("neox-a"), &DEVICE).unwrap();
+    assert!(rel_err(&logits(&base.model, &g.input_ids), &g.logits) > 1e-2);
+}

@@ -1,6 +1,7 @@
 //! A web model package (`manifest.json`, weight shards, `tokenizer.json`) loaded from bytes:
 //! the browser's path after download and cache, and natively `trainer generate --model
-//! public/models/ID`. Every file is checked against its manifest size and sha256 first.
+//! public/models/ID`. Every file is checked against its manifest size and sha256 once, where it
+//! is read.
 
 use std::collections::HashMap;
 
@@ -17,34 +18,27 @@ pub struct Package<B: Backend> {
 }
 
 impl<B: Backend> Package<B> {
-    /// Build the model from the manifest's files (name → bytes), verifying each.
+    /// Build the model from the manifest's files (name → bytes). The caller has checked each
+    /// file against its entry ([`FileEntry::verify`](crate::manifest::FileEntry::verify)) as it
+    /// read it: the browser does so while deciding whether a cached copy is still good, so the
+    /// bytes are hashed once.
     pub fn from_files(
         manifest: Manifest,
         mut files: HashMap<String, Vec<u8>>,
         device: &B::Device,
     ) -> Result<Self, LoadError> {
         let mut take = |name: &str| {
-            let entry = manifest
-                .files
-                .iter()
-                .find(|f| f.name == name)
-                .expect("listed");
-            let bytes = files.remove(name).ok_or_else(|| LoadError::MissingFile {
+            files.remove(name).ok_or_else(|| LoadError::MissingFile {
                 name: name.into(),
                 package: manifest.id.clone(),
-            })?;
-            entry.verify(&bytes)?;
-            Ok::<_, LoadError>(bytes)
+            })
         };
         let config = manifest.model_config()?;
-        let tok = manifest.tokenizer().name.clone();
-        let tokenizer = Tokenizer::from_bytes(&take(&tok)?, &tok, config.eos_token_id)?;
+        let tok = &manifest.tokenizer().name;
+        let tokenizer = Tokenizer::from_bytes(&take(tok)?, tok, config.eos_token_id)?;
         let parts = manifest
             .weights()
-            .map(|f| f.name.clone())
-            .collect::<Vec<_>>()
-            .into_iter()
-            .map(|n| take(&n).map(|b| (n, b)))
+            .map(|f| take(&f.name).map(|b| (f.name.clone(), b)))
             .collect::<Result<Vec<_>, _>>()?;
         let ckpt = Checkpoint::from_safetensors_bytes(parts)?;
         let model = GptNeoxForCausalLM::load(&config, &ckpt, device)?;
@@ -74,8 +68,12 @@ impl<B: Backend> Package<B> {
         let files = manifest
             .files
             .iter()
-            .map(|f| read(&f.name).map(|b| (f.name.clone(), b)))
-            .collect::<Result<HashMap<_, _>, _>>()?;
+            .map(|f| {
+                let bytes = read(&f.name)?;
+                f.verify(&bytes)?;
+                Ok((f.name.clone(), bytes))
+            })
+            .collect::<Result<HashMap<_, _>, LoadError>>()?;
         Self::from_files(manifest, files, device)
     }
 }

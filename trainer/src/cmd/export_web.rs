@@ -93,23 +93,26 @@ fn store(t: NamedTensor, scheme: QuantScheme, block: usize) -> Vec<Stored> {
     ]
 }
 
-fn write_shard(path: &Path, tensors: &[Stored], meta: &HashMap<String, String>) -> Result<()> {
+/// One shard's safetensors bytes.
+fn shard_bytes(name: &str, tensors: &[Stored], meta: &HashMap<String, String>) -> Result<Vec<u8>> {
     let views = tensors
         .iter()
         .map(|t| TensorView::new(t.dtype, t.shape.clone(), &t.bytes).map(|v| (t.name.clone(), v)))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow::anyhow!("{}: {e:?}", path.display()))?;
-    safetensors::serialize_to_file(views, Some(meta.clone()), path)
-        .map_err(|e| anyhow::anyhow!("{}: {e:?}", path.display()))
+        .map_err(|e| anyhow::anyhow!("{name}: {e:?}"))?;
+    safetensors::serialize(views, Some(meta.clone())).map_err(|e| anyhow::anyhow!("{name}: {e:?}"))
 }
 
-fn entry(dir: &Path, name: &str, role: FileRole) -> Result<FileEntry> {
-    let bytes = std::fs::read(dir.join(name))?;
+/// Write `bytes` as `dir/name` and describe them for the manifest (hashed as written, not read
+/// back).
+fn write_entry(dir: &Path, name: &str, role: FileRole, bytes: &[u8]) -> Result<FileEntry> {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
     Ok(FileEntry {
         name: name.into(),
         role,
         size: bytes.len() as u64,
-        sha256: sha256_hex(&bytes),
+        sha256: sha256_hex(bytes),
     })
 }
 
@@ -173,13 +176,17 @@ pub fn run(args: ExportWebArgs) -> Result<()> {
     let n = shards.len();
     for (k, shard) in shards.iter().enumerate() {
         let name = format!("model-{:05}-of-{n:05}.safetensors", k + 1);
-        write_shard(&tmp.join(&name), shard, &meta)?;
-        files.push(entry(&tmp, &name, FileRole::Weights)?);
+        let bytes = shard_bytes(&name, shard, &meta)?;
+        files.push(write_entry(&tmp, &name, FileRole::Weights, &bytes)?);
     }
     let tok = model_dir.join("tokenizer.json");
-    std::fs::copy(&tok, tmp.join("tokenizer.json"))
-        .with_context(|| format!("copying {}", tok.display()))?;
-    files.push(entry(&tmp, "tokenizer.json", FileRole::Tokenizer)?);
+    let tok_bytes = std::fs::read(&tok).with_context(|| format!("reading {}", tok.display()))?;
+    files.push(write_entry(
+        &tmp,
+        "tokenizer.json",
+        FileRole::Tokenizer,
+        &tok_bytes,
+    )?);
     let manifest = Manifest {
         format: FORMAT.into(),
         name: args.name.clone().unwrap_or_else(|| id.clone()),

@@ -267,67 +267,67 @@ impl Checkpoint {
     fn read_quantized(&self, name: &str) -> Option<Result<(HostTensor, &str), LoadError>> {
         let (wkey, i) = self.locate(&format!("{name}.qweight"))?;
         match &self.files[i] {
-            WeightFile::Safetensors(f) => Some(self.dequantize(name, wkey, f)),
+            WeightFile::Safetensors(f) => Some(dequantize(name, wkey, f)),
             #[cfg(not(target_arch = "wasm32"))]
             WeightFile::Pytorch { .. } => None,
         }
     }
+}
 
-    fn dequantize<'a>(
-        &self,
-        name: &str,
-        wkey: &str,
-        f: &'a SafetensorsFile,
-    ) -> Result<(HostTensor, &'a str), LoadError> {
-        let bad = |reason: String| corrupt(&f.name, format!("tensor `{name}`: {reason}"));
-        let meta = f.meta.metadata().clone().unwrap_or_default();
-        let scheme: QuantScheme = meta
-            .get("quant")
-            .ok_or_else(|| bad("quantized, but the file has no `quant` metadata".into()))?
-            .parse()
-            .map_err(bad)?;
-        let skey = format!("{}.scales", wkey.trim_end_matches(".qweight"));
-        let (Some(wi), Some(si)) = (f.meta.info(wkey), f.meta.info(&skey)) else {
-            return Err(LoadError::MissingTensor {
-                name: skey,
-                file: f.name.clone(),
-            });
-        };
-        if wi.dtype != Dtype::U32 || si.dtype != Dtype::F32 || wi.shape.len() != 2 {
-            return Err(bad(format!(
-                "expected u32 [rows, words] and f32 scales, found {:?} {:?} and {:?}",
-                wi.dtype, wi.shape, si.dtype
-            )));
-        }
-        let (rows, cols) = (wi.shape[0], wi.shape[1] * 32 / scheme.bits());
-        // The block size is implied by the scales' shape: one scale per block of a row.
-        let block = match si.shape[..] {
-            [r, n] if r == rows && n > 0 && cols % n == 0 => cols / n,
-            _ => 0,
-        };
-        if !quant::fits(cols, scheme, block) {
-            return Err(bad(format!(
-                "scales {:?} do not suit a {rows}x{cols} {} matrix",
-                si.shape,
-                scheme.name()
-            )));
-        }
-        let bytes = |(a, b): (usize, usize)| &f.bytes[f.data_start + a..f.data_start + b];
-        let words = bytes(wi.data_offsets)
-            .chunks_exact(4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        let scales = to_f32(bytes(si.data_offsets), Dtype::F32).expect("f32");
-        let q = quant::Quantized { words, scales };
-        let data = quant::dequantize(&q, rows * cols, scheme, block);
-        Ok((
-            HostTensor {
-                shape: vec![rows, cols],
-                data,
-            },
-            &f.name,
-        ))
+/// Dequantize `name` from its `.qweight`/`.scales` pair in file `f`.
+fn dequantize<'a>(
+    name: &str,
+    wkey: &str,
+    f: &'a SafetensorsFile,
+) -> Result<(HostTensor, &'a str), LoadError> {
+    let bad = |reason: String| corrupt(&f.name, format!("tensor `{name}`: {reason}"));
+    let meta = f.meta.metadata().clone().unwrap_or_default();
+    let scheme: QuantScheme = meta
+        .get("quant")
+        .ok_or_else(|| bad("quantized, but the file has no `quant` metadata".into()))?
+        .parse()
+        .map_err(bad)?;
+    let skey = format!("{}.scales", wkey.trim_end_matches(".qweight"));
+    let (Some(wi), Some(si)) = (f.meta.info(wkey), f.meta.info(&skey)) else {
+        return Err(LoadError::MissingTensor {
+            name: skey,
+            file: f.name.clone(),
+        });
+    };
+    if wi.dtype != Dtype::U32 || si.dtype != Dtype::F32 || wi.shape.len() != 2 {
+        return Err(bad(format!(
+            "expected u32 [rows, words] and f32 scales, found {:?} {:?} and {:?}",
+            wi.dtype, wi.shape, si.dtype
+        )));
     }
+    let (rows, cols) = (wi.shape[0], wi.shape[1] * 32 / scheme.bits());
+    // The block size is implied by the scales' shape: one scale per block of a row.
+    let block = match si.shape[..] {
+        [r, n] if r == rows && n > 0 && cols % n == 0 => cols / n,
+        _ => 0,
+    };
+    if !quant::fits(cols, scheme, block) {
+        return Err(bad(format!(
+            "scales {:?} do not suit a {rows}x{cols} {} matrix",
+            si.shape,
+            scheme.name()
+        )));
+    }
+    let bytes = |(a, b): (usize, usize)| &f.bytes[f.data_start + a..f.data_start + b];
+    let words = bytes(wi.data_offsets)
+        .chunks_exact(4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let scales = to_f32(bytes(si.data_offsets), Dtype::F32).expect("f32");
+    let q = quant::Quantized { words, scales };
+    let data = quant::dequantize(&q, rows * cols, scheme, block);
+    Ok((
+        HostTensor {
+            shape: vec![rows, cols],
+            data,
+        },
+        &f.name,
+    ))
 }
 
 #[cfg(not(target_arch = "wasm32"))]

@@ -188,9 +188,8 @@ fn nan_loss_stops_with_a_checkpoint() {
 #[test]
 fn two_devices_match_one_device_with_the_whole_batch() {
     let _turn = one_at_a_time();
-    let run = sft_plain;
-    let one = run("ddp-1x4", "4", &[]);
-    let two = run("ddp-2x2", "2", &["--devices", "0,1"]);
+    let one = sft_plain("ddp-1x4", "4", &[]);
+    let two = sft_plain("ddp-2x2", "2", &["--devices", "0,1"]);
     let (a, b) = (losses(&one), losses(&two));
     assert_eq!(a.len(), 5);
     for ((s1, l1), (s2, l2)) in a.iter().zip(&b) {
@@ -201,7 +200,7 @@ fn two_devices_match_one_device_with_the_whole_batch() {
         );
     }
     // A real difference is visible: half the batch per step is another trajectory.
-    let half = run("ddp-1x2", "2", &[]);
+    let half = sft_plain("ddp-1x2", "2", &[]);
     let c = losses(&half);
     assert!((c[4].1 - a[4].1).abs() > 1e-4, "{} vs {}", c[4].1, a[4].1);
     let w = |dir: &Path| {

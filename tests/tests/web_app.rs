@@ -9,11 +9,13 @@
 //! them the test says so and passes, unless `LAW_BROWSER_TESTS=1` (set by `.ci/run`).
 
 mod browser;
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use browser::{Browser, StaticServer, WEBGPU_FLAGS};
+use common::repo;
 use serde_json::{Value, json};
 use shared::generate::{GenerationConfig, generate};
 use shared::package::Package;
@@ -33,13 +35,6 @@ return {state: a.dataset.state, text: a.textContent, tokens: a.dataset.tokens,
   error: err ? err.textContent : null, elements_inside: a.querySelectorAll('*').length,
   notices: [...document.querySelectorAll('.notice')].map(n => n.textContent)};
 "#;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 /// `trainer generate`'s greedy answer on a package: (ids with the stop id, text).
 fn native_answer(package: &Path, question: &str, max_new: usize) -> (Vec<u32>, String) {

@@ -4,18 +4,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::tensor::{Int, Tensor, TensorData};
-use common::{B, DEVICE};
+use common::{B, DEVICE, repo, temp_dir};
 use shared::model_dir::ModelDir;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 fn export(out: &Path, quant: &str) -> anyhow::Result<()> {
     trainer::cli::run_args([
@@ -44,15 +37,6 @@ fn logits(dir: &Path) -> Vec<f32> {
         .unwrap()
 }
 
-fn tmp(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("web_package")
-        .join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(d.parent().unwrap()).unwrap();
-    d
-}
-
 fn load_err(dir: &Path) -> String {
     match ModelDir::<B>::load(dir, &DEVICE) {
         Ok(_) => panic!("{} loaded", dir.display()),
@@ -63,12 +47,12 @@ fn load_err(dir: &Path) -> String {
 #[test]
 fn f32_package_is_exact_and_q4_is_close() {
     let source = logits(&repo().join("models/law-tiny-demo"));
-    let f32_dir = tmp("demo-f32");
+    let f32_dir = temp_dir("demo-f32");
     export(&f32_dir, "f32").unwrap();
     assert_eq!(logits(&f32_dir), source);
     let rms = |v: &[f32]| (v.iter().map(|x| x * x).sum::<f32>() / v.len() as f32).sqrt();
     let rel_err = |quant: &str| {
-        let dir = tmp(&format!("demo-{quant}"));
+        let dir = temp_dir(&format!("demo-{quant}"));
         export(&dir, quant).unwrap();
         let diff: Vec<f32> = logits(&dir)
             .iter()
@@ -97,7 +81,7 @@ fn f32_package_is_exact_and_q4_is_close() {
 
 #[test]
 fn bad_files_and_fields_are_named() {
-    let dir = tmp("demo-bad");
+    let dir = temp_dir("demo-bad");
     export(&dir, "q8").unwrap();
     let shard = dir.join("model-00001-of-00001.safetensors");
     let good = std::fs::read(&shard).unwrap();
@@ -161,7 +145,7 @@ fn bad_files_and_fields_are_named() {
 
 #[test]
 fn a_failed_export_keeps_the_old_package() {
-    let dir = tmp("keep-me");
+    let dir = temp_dir("keep-me");
     export(&dir, "q4").unwrap();
     let before = std::fs::read(dir.join("manifest.json")).unwrap();
     let err = trainer::cli::run_args([

@@ -8,6 +8,14 @@ use safetensors::SafeTensors;
 pub type B = burn::backend::Flex;
 pub const DEVICE: burn::backend::flex::FlexDevice = burn::backend::flex::FlexDevice;
 
+/// The workspace root (bundled models, `public/`, `web/dist`).
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
 pub fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/golden")
 }

@@ -88,23 +88,33 @@ fn resumed_run_matches_uninterrupted_run() {
     assert_eq!(cfg["target_modules"].as_array().unwrap().len(), 4);
 
     // "Kill" after step 3: keep only checkpoint-3 and the metrics up to it, then resume.
-    let cut = temp_dir("sft-resumed");
-    let ckpt = cut.join("checkpoint-3");
+    let cut = killed_after(&full, 3, "sft-resumed");
+    sft(&cut, &["--resume"]).unwrap();
+    assert_same_run(&full, &cut);
+}
+
+/// A copy of `full`'s output folder as a run killed right after checkpoint `step` left it.
+fn killed_after(full: &Path, step: usize, name: &str) -> std::path::PathBuf {
+    let cut = temp_dir(name);
+    let ckpt = cut.join(format!("checkpoint-{step}"));
     std::fs::create_dir_all(&ckpt).unwrap();
-    for e in std::fs::read_dir(full.join("checkpoint-3")).unwrap() {
+    for e in std::fs::read_dir(full.join(format!("checkpoint-{step}"))).unwrap() {
         let e = e.unwrap();
         std::fs::copy(e.path(), ckpt.join(e.file_name())).unwrap();
     }
     let head: Vec<String> = std::fs::read_to_string(full.join("metrics.jsonl"))
         .unwrap()
         .lines()
-        .take(3)
+        .take(step)
         .map(str::to_string)
         .collect();
     std::fs::write(cut.join("metrics.jsonl"), head.join("\n") + "\n").unwrap();
-    sft(&cut, &["--resume"]).unwrap();
+    cut
+}
 
-    let (a, b) = (losses(&full), losses(&cut));
+/// The same losses at every step (1e-6) and byte-identical adapters.
+fn assert_same_run(full: &Path, resumed: &Path) {
+    let (a, b) = (losses(full), losses(resumed));
     assert_eq!(a.len(), b.len());
     for ((sa, la), (sb, lb)) in a.iter().zip(&b) {
         assert_eq!(sa, sb);
@@ -113,9 +123,22 @@ fn resumed_run_matches_uninterrupted_run() {
             "step {sa}: {la} vs resumed {lb}"
         );
     }
-    // The adapters agree too.
     let read = |d: &Path| std::fs::read(d.join("adapter_model.safetensors")).unwrap();
-    assert_eq!(read(&full), read(&cut));
+    assert_eq!(read(full), read(resumed), "adapters differ");
+}
+
+/// Each device keeps its own AdamW: a two-device run resumed from a checkpoint continues
+/// exactly as the uninterrupted run (every device's optimizer is restored, not just the first).
+#[test]
+fn resumed_two_device_run_matches_uninterrupted_run() {
+    let _turn = one_at_a_time();
+    let flags = ["--devices", "0,1", "--save-every", "2", "--keep", "3"];
+    let full = sft_plain("ddp-full", "2", &flags);
+    let cut = killed_after(&full, 2, "ddp-resumed");
+    let mut resume = flags.to_vec();
+    resume.push("--resume");
+    sft_plain_in(&cut, "2", &resume);
+    assert_same_run(&full, &cut);
 }
 
 #[test]
@@ -232,6 +255,11 @@ fn two_devices_match_one_device_with_the_whole_batch() {
 /// A short run with dropout off, `--batch-size batch`, `--grad-accum 2` and `extra` flags.
 fn sft_plain(name: &str, batch: &str, extra: &[&str]) -> std::path::PathBuf {
     let out = temp_dir(name);
+    sft_plain_in(&out, batch, extra);
+    out
+}
+
+fn sft_plain_in(out: &Path, batch: &str, extra: &[&str]) {
     let data = golden_dir().join("sft_small.jsonl");
     let model = model_dir("neox-a");
     let mut args = vec![
@@ -262,7 +290,6 @@ fn sft_plain(name: &str, batch: &str, extra: &[&str]) -> std::path::PathBuf {
     ];
     args.extend_from_slice(extra);
     trainer::cli::run_args(args).unwrap();
-    out
 }
 
 /// `--grad-checkpointing` recomputes instead of storing: the same losses. `--dtype bf16`

@@ -3,15 +3,16 @@
 //! AdamW, HF's LR schedules, eval, metrics, checkpoints that resume bit-for-bit, Ctrl-C and
 //! NaN handling.
 //!
-//! Data parallel (`--devices`): each device holds a replica and takes a contiguous slice of
-//! every batch (`--batch-size` per device); the replicas' gradient sums are added on the first
-//! device (with the token-weighted loss this is exactly the gradient of the whole batch), one
-//! optimizer there updates the weights, and the replicas are refreshed from it.
+//! Data parallel (`--devices`, see `replicas`): each device holds a replica and an AdamW and
+//! takes a contiguous slice of every batch (`--batch-size` per device); the replicas' gradient
+//! sums are all-reduced (with the token-weighted loss their sum is exactly the gradient of the
+//! whole batch) and every device applies the same update.
 
 pub mod batch;
 pub mod io;
 pub mod metrics;
 pub mod optim;
+pub mod replicas;
 pub mod schedule;
 
 use std::io::IsTerminal;
@@ -20,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use burn::module::{AutodiffModule, Module};
+use burn::module::AutodiffModule;
 use burn::tensor::ElementConversion;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use serde::{Deserialize, Serialize};
@@ -31,6 +32,7 @@ use shared::loss::causal_lm_nll_sum;
 use batch::{collate, epoch_order};
 use metrics::{MetricsLog, StepMetrics};
 use optim::{AdamW, AdamWConfig, GradSum};
+use replicas::Replicas;
 use schedule::{LrSchedule, Schedule};
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -231,9 +233,6 @@ pub fn train<AB: AutodiffBackend>(
     let Some(device) = devices.first() else {
         bail!("no device to train on");
     };
-    let replicas = |model: &GptNeoxForCausalLM<AB>| -> Vec<GptNeoxForCausalLM<AB>> {
-        devices[1..].iter().map(|d| model.clone().fork(d)).collect()
-    };
     install_ctrlc();
     INTERRUPTED.store(false, Ordering::SeqCst);
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -251,20 +250,24 @@ pub fn train<AB: AutodiffBackend>(
         ..Default::default()
     };
 
-    let (mut opt, start) = match resume {
+    let start = match resume {
         Some(dir) => {
             let state: TrainerState = serde_json::from_str(
                 &std::fs::read_to_string(dir.join("trainer_state.json"))
                     .with_context(|| format!("{}/trainer_state.json", dir.display()))?,
             )?;
             model = io.load(model, dir)?;
-            (AdamW::load(adam, dir, device)?, state.step)
+            state.step
         }
-        None => (AdamW::new(adam), 0),
+        None => 0,
     };
+    let mut reps = Replicas::new(model, devices, |d| match resume {
+        Some(dir) => AdamW::load(adam, dir, d),
+        None => Ok(AdamW::new(adam)),
+    })?;
     let mut metrics = MetricsLog::open(out, start)?;
     let eval_before = (!eval_set.is_empty() && start == 0)
-        .then(|| eval_loss(&model.valid(), eval_set, bs, pad_id, device));
+        .then(|| eval_loss(&reps.model(0).valid(), eval_set, bs, pad_id, device));
     if let Some(e) = eval_before {
         println!("eval loss before training: {e:.4}");
     }
@@ -272,7 +275,6 @@ pub fn train<AB: AutodiffBackend>(
     let (mut last_loss, mut interrupted) = (f64::NAN, false);
     let mut order_epoch = usize::MAX;
     let mut order = Vec::new();
-    let mut others = replicas(&model);
 
     for step in start..total {
         let t0 = Instant::now();
@@ -297,7 +299,7 @@ pub fn train<AB: AutodiffBackend>(
         let mut losses = Vec::with_capacity(batches.len());
         // Every device's work is queued before any read-back, so devices run side by side.
         for (k, j, b) in batches {
-            let replica = if j == 0 { &model } else { &others[j - 1] };
+            let replica = reps.model(j);
             AB::seed(
                 &devices[j],
                 spec.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ k as u64 ^ ((j as u64) << 40),
@@ -308,17 +310,14 @@ pub fn train<AB: AutodiffBackend>(
             let g = loss.backward();
             grads[j].add(replica, &g);
         }
-        let mut grads_iter = grads.into_iter();
-        let mut grads = grads_iter.next().expect("one device at least");
-        for other in grads_iter {
-            grads.merge(other, device);
-        }
+        let grads = reps.reduce(grads);
         let loss_sum: f64 = losses
             .into_iter()
             .map(|l| l.into_scalar().elem::<f64>())
             .sum();
         if !loss_sum.is_finite() {
-            let dir = save_checkpoint(io, &model, &opt, out, step, spec)?;
+            let (model, opt) = reps.primary();
+            let dir = save_checkpoint(io, model, opt, out, step, spec)?;
             progress.finish();
             bail!(
                 "loss is {loss_sum} at step {}: stopping; the weights before this step are saved in {}",
@@ -333,14 +332,13 @@ pub fn train<AB: AutodiffBackend>(
             1.0
         };
         let lr = sched.lr(step);
-        model = opt.step(model, &grads, lr, scale);
-        others = replicas(&model);
+        reps.step(grads, lr, scale);
         let tokens_per_s = tokens as f64 / t0.elapsed().as_secs_f64();
         let done = step + 1;
         last_loss = loss_sum;
         let periodic = spec.eval_every > 0 && done.is_multiple_of(spec.eval_every);
         let eval = (!eval_set.is_empty() && (periodic || done == total))
-            .then(|| eval_loss(&model.valid(), eval_set, bs, pad_id, device));
+            .then(|| eval_loss(&reps.model(0).valid(), eval_set, bs, pad_id, device));
         let m = StepMetrics {
             step: done,
             epoch: (done * accum) as f64 / per_epoch as f64,
@@ -355,7 +353,8 @@ pub fn train<AB: AutodiffBackend>(
         metrics.push(m)?;
         let stop = INTERRUPTED.load(Ordering::SeqCst);
         if (spec.save_every > 0 && done.is_multiple_of(spec.save_every)) || stop {
-            save_checkpoint(io, &model, &opt, out, done, spec)?;
+            let (model, opt) = reps.primary();
+            save_checkpoint(io, model, opt, out, done, spec)?;
         }
         if stop {
             interrupted = true;
@@ -377,7 +376,7 @@ pub fn train<AB: AutodiffBackend>(
     }
     let steps = metrics.history().last().map_or(start, |m| m.step);
     Ok((
-        model,
+        reps.into_primary(),
         TrainSummary {
             steps,
             final_loss: last_loss,

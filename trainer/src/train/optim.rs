@@ -84,6 +84,17 @@ impl<B: Backend> GradSum<B> {
         }
     }
 
+    /// A copy of every sum on `device`.
+    pub fn to_device(&self, device: &B::Device) -> Self {
+        Self {
+            grads: self
+                .grads
+                .iter()
+                .map(|(k, g)| (k.clone(), g.clone().to_device(device)))
+                .collect(),
+        }
+    }
+
     /// Global L2 norm over every gradient (one read-back).
     pub fn norm(&self) -> f64 {
         let mut total: Option<Tensor<B, 1>> = None;

@@ -37,13 +37,23 @@ impl<B: Backend> GptNeoxForCausalLM<B> {
     ) -> Tensor<B, 3> {
         let t = input_ids.dims()[1];
         let start = cache.as_ref().map_or(0, |c| c.len());
-        let device = input_ids.device();
-        let rope = Rope::new(self.rotary_ndims, self.rotary_base, start, t, &device);
+        let rope = self.rope(start, t, &input_ids.device());
         let mut h = self.gpt_neox.embed_in.forward(input_ids);
         for (i, layer) in self.gpt_neox.layers.iter().enumerate() {
             h = layer.forward(h, &rope, cache.as_deref_mut().map(|c| (c, i)));
         }
         self.gpt_neox.final_layer_norm.forward(h)
+    }
+
+    /// The rotary tables of positions `start..start + len`.
+    pub fn rope(&self, start: usize, len: usize, device: &B::Device) -> Rope<B> {
+        Rope::new(self.rotary_ndims, self.rotary_base, start, len, device)
+    }
+
+    /// Logits from the last layer's output: the final LayerNorm, then `embed_out`.
+    pub fn head(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.embed_out
+            .forward(self.gpt_neox.final_layer_norm.forward(h))
     }
 
     /// Logits `[batch, T, vocab]`.

@@ -288,12 +288,17 @@ fn sft_plain_in(out: &Path, batch: &str, extra: &[&str]) {
         "--out",
         out.to_str().unwrap(),
     ];
+    if extra.contains(&"--lora-dropout") {
+        let at = args.iter().position(|a| *a == "--lora-dropout").unwrap();
+        args.drain(at..at + 2);
+    }
     args.extend_from_slice(extra);
     trainer::cli::run_args(args).unwrap();
 }
 
-/// `--grad-checkpointing` recomputes instead of storing: the same losses. `--dtype bf16`
-/// multiplies the base in bf16: losses within bf16's precision of f32's, but not identical.
+/// `--grad-checkpointing` recomputes each layer instead of storing it: the same losses, with
+/// dropout off and on. `--dtype bf16` multiplies the base in bf16: losses within bf16's
+/// precision of f32's, but not identical.
 #[test]
 fn checkpointing_and_bf16_follow_the_f32_run() {
     let _turn = one_at_a_time();
@@ -313,4 +318,19 @@ fn checkpointing_and_bf16_follow_the_f32_run() {
         max_bf16 > 1e-6 && max_bf16 < 2e-2,
         "bf16 relative loss difference {max_bf16}"
     );
+    // With dropout on, the recomputed layers redraw the masks of the first pass.
+    let drop = ["--lora-dropout", "0.3"];
+    let a = sft_plain("drop", "4", &drop);
+    let b = sft_plain(
+        "drop-ckpt",
+        "4",
+        &[&drop[..], &["--grad-checkpointing"]].concat(),
+    );
+    for ((s, x), (_, y)) in losses(&a).iter().zip(&losses(&b)) {
+        assert!(
+            (x - y).abs() <= 1e-5 * x.abs(),
+            "step {s}: {x} vs checkpointed {y}"
+        );
+    }
+    assert_ne!(losses(&a), base, "dropout changed nothing");
 }

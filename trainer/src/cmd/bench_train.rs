@@ -5,17 +5,16 @@ use std::time::Instant;
 
 use anyhow::Result;
 use burn::backend::Autodiff;
-use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
 use burn::tensor::backend::AutodiffBackend;
 use clap::Args;
 use shared::example::Example;
 use shared::lora::{LoraConfig, TargetModules};
-use shared::loss::causal_lm_nll_sum;
 use shared::{GptNeoxConfig, GptNeoxForCausalLM};
 
 use crate::device::DeviceArg;
 use crate::train::batch::collate;
 use crate::train::optim::{AdamW, AdamWConfig, GradSum};
+use crate::train::step::forward_backward;
 use crate::with_backend;
 
 #[derive(Debug, Args)]
@@ -44,7 +43,7 @@ pub struct BenchTrainArgs {
     pub device: DeviceArg,
     #[arg(long, value_enum, default_value = "f32")]
     pub dtype: crate::device::DTypeArg,
-    /// burn's BalancedCheckpointing autodiff strategy (as `sft --grad-checkpointing`).
+    /// Per-layer activation checkpointing (as `sft --grad-checkpointing`).
     #[arg(long)]
     pub grad_checkpointing: bool,
 }
@@ -60,11 +59,7 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
         .to_string(),
     )?;
     with_backend!(args.device.clone(), |B, device| {
-        if args.grad_checkpointing {
-            bench_on::<Autodiff<B, BalancedCheckpointing>>(&args, &config, start, device)
-        } else {
-            bench_on::<Autodiff<B>>(&args, &config, start, device)
-        }
+        bench_on::<Autodiff<B>>(&args, &config, start, device)
     })
 }
 
@@ -108,11 +103,16 @@ fn bench_on<AB: AutodiffBackend>(
         }
         let ts = Instant::now();
         let batch = collate::<AB>(&refs, 0, &device);
-        let (sum, n) = causal_lm_nll_sum(model.forward(batch.ids, None), &batch.labels);
-        let loss = sum / n as f64;
-        let g = loss.backward();
+        let n = batch.scored;
         let mut grads = GradSum::<AB::InnerBackend>::default();
-        grads.add(&model, &g);
+        let _ = forward_backward(
+            &model,
+            batch,
+            1.0 / n as f64,
+            step as u64,
+            args.grad_checkpointing,
+            &mut grads,
+        );
         let scale = 1.0_f64.min(1.0 / (grads.norm() + 1e-6));
         model = opt.step(model, &grads, 1e-3, scale);
         step_s.push(ts.elapsed().as_secs_f64());

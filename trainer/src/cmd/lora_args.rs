@@ -89,6 +89,10 @@ pub struct OptimArgs {
     /// Plain log line every N steps when stdout is not a terminal.
     #[arg(long, default_value_t = 10)]
     pub log_every: usize,
+    /// Per-layer activation checkpointing: keep only each layer's input in the forward pass
+    /// and recompute the layer in backward (one extra forward; activation memory of one layer).
+    #[arg(long)]
+    pub grad_checkpointing: bool,
 }
 
 impl OptimArgs {
@@ -109,6 +113,7 @@ impl OptimArgs {
             save_every: self.save_every,
             keep: self.keep,
             log_every: self.log_every,
+            grad_checkpointing: self.grad_checkpointing,
         }
     }
 }

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use burn::backend::Autodiff;
-use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::FloatDType;
 use burn::tensor::backend::AutodiffBackend;
@@ -70,10 +69,6 @@ pub struct SftArgs {
     /// softmax and the loss stay f32.
     #[arg(long, value_enum, default_value = "f32")]
     pub dtype: crate::device::DTypeArg,
-    /// Recompute memory-bound activations in backward instead of keeping them (burn's
-    /// BalancedCheckpointing): less activation memory for long sequences, more compute.
-    #[arg(long)]
-    pub grad_checkpointing: bool,
 }
 
 /// What `run` prepares before a backend is chosen.
@@ -206,11 +201,7 @@ pub fn run(args: SftArgs) -> Result<()> {
         resume,
     };
     with_backend!(args.device.clone(), |B, device| {
-        if args.grad_checkpointing {
-            sft_on::<Autodiff<B, BalancedCheckpointing>>(&args, &plan, device)
-        } else {
-            sft_on::<Autodiff<B>>(&args, &plan, device)
-        }
+        sft_on::<Autodiff<B>>(&args, &plan, device)
     })
 }
 
@@ -260,7 +251,6 @@ where
             "device": format!("{:?}", args.device),
             "devices": args.devices,
             "dtype": args.dtype,
-            "grad_checkpointing": args.grad_checkpointing,
         }))?,
     )?;
     let (model, summary) = train(

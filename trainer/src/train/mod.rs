@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod optim;
 pub mod replicas;
 pub mod schedule;
+pub mod step;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -34,6 +35,7 @@ use metrics::{MetricsLog, StepMetrics};
 use optim::{AdamW, AdamWConfig, GradSum};
 use replicas::Replicas;
 use schedule::{LrSchedule, Schedule};
+use step::forward_backward;
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -64,6 +66,9 @@ pub struct TrainSpec {
     pub save_every: usize,
     pub keep: usize,
     pub log_every: usize,
+    /// Recompute each layer in backward instead of keeping its activations.
+    #[serde(default)]
+    pub grad_checkpointing: bool,
 }
 
 /// How a run's trainable weights are written to and read back from a checkpoint folder.
@@ -299,16 +304,16 @@ pub fn train<AB: AutodiffBackend>(
         let mut losses = Vec::with_capacity(batches.len());
         // Every device's work is queued before any read-back, so devices run side by side.
         for (k, j, b) in batches {
-            let replica = reps.model(j);
-            AB::seed(
-                &devices[j],
-                spec.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ k as u64 ^ ((j as u64) << 40),
-            );
-            let (sum, _) = causal_lm_nll_sum(replica.forward(b.ids, None), &b.labels);
-            let loss = sum / scored as f64;
-            losses.push(loss.clone().inner());
-            let g = loss.backward();
-            grads[j].add(replica, &g);
+            let seed =
+                spec.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ k as u64 ^ ((j as u64) << 40);
+            losses.push(forward_backward(
+                reps.model(j),
+                b,
+                1.0 / scored as f64,
+                seed,
+                spec.grad_checkpointing,
+                &mut grads[j],
+            ));
         }
         let grads = reps.reduce(grads);
         let loss_sum: f64 = losses

@@ -54,6 +54,27 @@ pub enum DTypeArg {
     Bf16,
 }
 
+impl DTypeArg {
+    /// An error, instead of a panic at the first matmul, when `device` cannot compute in this
+    /// dtype (as burn's matmul decides: the dtype must support arithmetic there).
+    pub fn check<B: burn::tensor::backend::Backend>(
+        self,
+        device: &B::Device,
+    ) -> anyhow::Result<()> {
+        use burn::tensor::DType;
+        use burn::tensor::backend::DTypeUsage;
+        if self == Self::Bf16
+            && !B::dtype_usage(device, DType::BF16).contains(DTypeUsage::Arithmetic)
+        {
+            anyhow::bail!(
+                "--dtype bf16: {} ({device:?}) has no bf16 arithmetic; use --dtype f32",
+                B::name(device)
+            );
+        }
+        Ok(())
+    }
+}
+
 /// `--devices` as parsed by clap.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct DeviceIndices(pub Vec<usize>);

@@ -69,6 +69,7 @@ fn bench_on<AB: AutodiffBackend>(
     start: Instant,
     device: AB::Device,
 ) -> Result<()> {
+    args.dtype.check::<AB>(&device)?;
     let mut model = GptNeoxForCausalLM::<AB>::init_on_device(config, 0.02, &device);
     let lora = LoraConfig {
         r: args.lora_r.max(1),

@@ -209,6 +209,7 @@ fn sft_on<AB: AutodiffBackend>(args: &SftArgs, plan: &Plan, device: AB::Device) 
 where
     AB::Device: IndexedDevice,
 {
+    args.dtype.check::<AB>(&device)?;
     let m = ModelDir::<AB>::load(&plan.model_dir, &device)
         .with_context(|| format!("loading base model {}", plan.model_dir.display()))?;
     let (train_set, cut) = to_examples(&plan.records, &m.tokenizer, args.template, args.max_len)?;

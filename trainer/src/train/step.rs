@@ -88,47 +88,49 @@ mod tests {
     use super::*;
     use crate::train::batch::collate;
     use burn::backend::{Autodiff, Flex};
+    use burn::module::{ModuleMapper, Param};
     use shared::GptNeoxConfig;
     use shared::example::Example;
     use shared::lora::{LoraConfig, TargetModules};
 
-    type AB = Autodiff<Flex>;
-
     /// burn's backend RNG is global: tests that seed it take turns.
     static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-    fn model() -> GptNeoxForCausalLM<AB> {
+    fn model<AB: AutodiffBackend>(device: &AB::Device) -> GptNeoxForCausalLM<AB> {
         let config = GptNeoxConfig::from_hf_json(
             r#"{"vocab_size": 64, "hidden_size": 32, "num_hidden_layers": 3,
                 "num_attention_heads": 4, "intermediate_size": 64, "rotary_pct": 0.5}"#,
         )
         .unwrap();
-        GptNeoxForCausalLM::init(&config, 0.05, 7, &Default::default())
+        GptNeoxForCausalLM::init(&config, 0.05, 7, device)
     }
 
-    /// Gradients and loss of one micro-batch.
-    fn run(
+    type Grads = Vec<(String, Vec<f32>)>;
+
+    /// Loss and gradients of one micro-batch.
+    fn run<AB: AutodiffBackend>(
         m: &GptNeoxForCausalLM<AB>,
+        device: &AB::Device,
         seed: u64,
         recompute: bool,
-    ) -> (f32, Vec<(String, Vec<f32>)>) {
+    ) -> (f32, Grads) {
         let ex: Vec<Example> = (0..2)
             .map(|b| Example::lm((0..10).map(|i| ((i * 5 + b * 11) % 64) as u32).collect()))
             .collect();
         let refs: Vec<&Example> = ex.iter().collect();
-        let batch = collate::<AB>(&refs, 0, &Default::default());
+        let batch = collate::<AB>(&refs, 0, device);
         let mut grads = GradSum::default();
         let loss = forward_backward(m, batch, 0.1, seed, recompute, &mut grads);
-        let mut g: Vec<(String, Vec<f32>)> = grads
+        let mut g: Grads = grads
             .grads
             .into_iter()
             .map(|(k, v)| (k, v.into_data().to_vec().unwrap()))
             .collect();
         g.sort_by(|a, b| a.0.cmp(&b.0));
-        (loss.into_scalar(), g)
+        (loss.into_data().to_vec::<f32>().unwrap()[0], g)
     }
 
-    fn assert_close(a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)]) {
+    fn assert_close(a: &Grads, b: &Grads) {
         assert_eq!(a.len(), b.len());
         for ((ka, va), (kb, vb)) in a.iter().zip(b) {
             assert_eq!(ka, kb);
@@ -138,24 +140,24 @@ mod tests {
         }
     }
 
-    #[test]
-    fn recomputed_layers_give_the_full_graph_gradients() {
+    /// Every weight trained, the embedding included (pretraining): the same loss and gradients
+    /// with and without recomputation.
+    fn full_training<AB: AutodiffBackend>(device: &AB::Device) {
         let _turn = RNG.lock().unwrap_or_else(|e| e.into_inner());
-        // Every weight trained, the embedding included (pretraining).
-        let m = model();
-        let (la, ga) = run(&m, 1, false);
-        let (lb, gb) = run(&m, 1, true);
-        assert!((la - lb).abs() <= 1e-6 * la.abs());
+        let m = model::<AB>(device);
+        let (la, ga) = run(&m, device, 1, false);
+        let (lb, gb) = run(&m, device, 1, true);
+        assert!((la - lb).abs() <= 1e-6 * la.abs(), "{la} vs {lb}");
         assert!(ga.iter().any(|(k, _)| k == "gpt_neox.embed_in.weight"));
         assert!(ga.iter().any(|(k, _)| k == "embed_out.weight"));
         assert_eq!(ga.len(), 1 + 12 * 3 + 2 + 1, "every weight and bias");
         assert_close(&ga, &gb);
     }
 
-    #[test]
-    fn recomputation_redraws_the_same_dropout_masks() {
+    /// LoRA with dropout on every linear: the recomputed layers draw the first pass's masks.
+    fn lora_dropout<AB: AutodiffBackend>(device: &AB::Device) {
         let _turn = RNG.lock().unwrap_or_else(|e| e.into_inner());
-        let mut m = model();
+        let mut m = model::<AB>(device);
         let lora = LoraConfig {
             r: 4,
             alpha: 8.0,
@@ -163,11 +165,11 @@ mod tests {
             target_modules: TargetModules::Regex(".*".into()),
             use_rslora: false,
         };
-        m.attach_lora(&lora, 3, &Default::default());
-        // LoRA B starts at zero: take one step's worth of change so that A's dropout matters.
+        m.attach_lora(&lora, 3, device);
+        // LoRA B starts at zero, which would hide A's dropout from the loss: set it to 0.1.
         let m = m.map(&mut NonZeroB);
-        let (_, ga) = run(&m, 1, false);
-        let (_, gb) = run(&m, 1, true);
+        let (_, ga) = run(&m, device, 1, false);
+        let (_, gb) = run(&m, device, 1, true);
         assert_eq!(
             ga.len(),
             3 * 4 * 2,
@@ -175,24 +177,47 @@ mod tests {
         );
         assert_close(&ga, &gb);
         // Another seed draws other masks: the comparison above can fail.
-        let (_, gc) = run(&m, 2, true);
+        let (_, gc) = run(&m, device, 2, true);
         assert!(ga.iter().zip(&gc).any(|(a, c)| a.1 != c.1));
     }
 
-    /// Sets every `lora_B` to a constant 0.1.
+    /// Sets every trainable parameter (here `lora_A` and `lora_B`) to 0.1.
     struct NonZeroB;
-    impl burn::module::ModuleMapper<AB> for NonZeroB {
-        fn map_float<const D: usize>(
-            &mut self,
-            p: burn::module::Param<Tensor<AB, D>>,
-        ) -> burn::module::Param<Tensor<AB, D>> {
+    impl<AB: AutodiffBackend> ModuleMapper<AB> for NonZeroB {
+        fn map_float<const D: usize>(&mut self, p: Param<Tensor<AB, D>>) -> Param<Tensor<AB, D>> {
             if p.is_require_grad() {
                 let (id, t, mapper) = p.consume();
                 let t = (t.zeros_like() + 0.1).detach().require_grad();
-                burn::module::Param::from_mapped_value(id, t, mapper)
+                Param::from_mapped_value(id, t, mapper)
             } else {
                 p
             }
+        }
+    }
+
+    #[test]
+    fn recomputed_layers_give_the_full_graph_gradients() {
+        full_training::<Autodiff<Flex>>(&Default::default());
+    }
+
+    #[test]
+    fn recomputation_redraws_the_same_dropout_masks() {
+        lora_dropout::<Autodiff<Flex>>(&Default::default());
+    }
+
+    /// The same on burn's wgpu backend (CubeCL kernels, as CUDA's; lavapipe runs them on a CPU).
+    #[cfg(feature = "wgpu")]
+    mod wgpu {
+        type AB = burn::backend::Autodiff<burn::backend::Wgpu<f32, i32>>;
+
+        #[test]
+        fn recomputed_layers_give_the_full_graph_gradients() {
+            super::full_training::<AB>(&Default::default());
+        }
+
+        #[test]
+        fn recomputation_redraws_the_same_dropout_masks() {
+            super::lora_dropout::<AB>(&Default::default());
         }
     }
 }

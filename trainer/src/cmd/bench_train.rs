@@ -13,7 +13,7 @@ use shared::{GptNeoxConfig, GptNeoxForCausalLM};
 
 use crate::device::DeviceArg;
 use crate::train::batch::collate;
-use crate::train::optim::{AdamW, AdamWConfig, GradSum};
+use crate::train::optim::{AdamW, AdamWConfig, GradSum, clip_scale};
 use crate::train::step::forward_backward;
 use crate::with_backend;
 
@@ -114,7 +114,7 @@ fn bench_on<AB: AutodiffBackend>(
             args.grad_checkpointing,
             &mut grads,
         );
-        let scale = 1.0_f64.min(1.0 / (grads.norm() + 1e-6));
+        let scale = clip_scale(grads.norm(), 1.0);
         model = opt.step(model, &grads, 1e-3, scale);
         step_s.push(ts.elapsed().as_secs_f64());
         if step == 0 {

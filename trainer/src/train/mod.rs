@@ -32,7 +32,7 @@ use shared::loss::causal_lm_nll_sum;
 
 use batch::{collate, epoch_order};
 use metrics::{MetricsLog, StepMetrics};
-use optim::{AdamW, AdamWConfig, GradSum};
+use optim::{AdamW, AdamWConfig, GradSum, clip_scale};
 use replicas::Replicas;
 use schedule::{LrSchedule, Schedule};
 use step::forward_backward;
@@ -331,11 +331,7 @@ pub fn train<AB: AutodiffBackend>(
             );
         }
         let norm = grads.norm();
-        let scale = if spec.max_grad_norm > 0.0 && norm > spec.max_grad_norm {
-            spec.max_grad_norm / (norm + 1e-6)
-        } else {
-            1.0
-        };
+        let scale = clip_scale(norm, spec.max_grad_norm);
         let lr = sched.lr(step);
         reps.step(grads, lr, scale);
         let tokens_per_s = tokens as f64 / t0.elapsed().as_secs_f64();

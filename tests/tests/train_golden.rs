@@ -1,0 +1,116 @@
+//! The training step against PEFT: one micro-batch of the fixture model with a trainable PEFT
+//! adapter gives HF's loss and PEFT's LoRA gradients (`tests/fixtures/gen/make_grad_golden.py`),
+//! with and without per-layer recomputation (`--grad-checkpointing`).
+
+mod common;
+
+use burn::backend::{Autodiff, Flex};
+use burn::tensor::{Int, Tensor, TensorData};
+use common::*;
+use shared::model_dir::ModelDir;
+use trainer::train::batch::Batch;
+use trainer::train::optim::GradSum;
+use trainer::train::step::forward_backward;
+
+type AB = Autodiff<Flex>;
+
+fn golden() -> serde_json::Value {
+    let path = golden_dir().join("../optim/peft_grads.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn ints(v: &serde_json::Value) -> Vec<Vec<i64>> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_i64().unwrap())
+                .collect()
+        })
+        .collect()
+}
+
+/// Our loss and gradients (by module path, in burn's layout) for the golden batch.
+fn ours(recompute: bool) -> (f64, GradSum<Flex>) {
+    let g = golden();
+    let device = Default::default();
+    let mut m = ModelDir::<AB>::load(&model_dir("neox-a"), &device)
+        .unwrap()
+        .model;
+    shared::peft::load_adapter(&mut m, &model_dir("peft-a"), &device).unwrap();
+    let (ids, labels) = (ints(&g["ids"]), ints(&g["labels"]));
+    let (b, t) = (ids.len(), ids[0].len());
+    let scored = labels
+        .iter()
+        .map(|r| r[1..].iter().filter(|&&l| l != -100).count())
+        .sum::<usize>();
+    let batch = Batch {
+        ids: Tensor::<AB, 2, Int>::from_data(TensorData::new(ids.concat(), [b, t]), &device),
+        labels,
+        scored,
+        tokens: 0,
+    };
+    let mut grads = GradSum::default();
+    let loss = forward_backward(&m, batch, 1.0 / scored as f64, 0, recompute, &mut grads);
+    (loss.into_scalar() as f64, grads)
+}
+
+fn check(recompute: bool) {
+    let g = golden();
+    let (loss, grads) = ours(recompute);
+    let want = g["loss"].as_f64().unwrap();
+    assert!(
+        (loss - want).abs() <= 1e-5 * want,
+        "loss {loss} vs HF {want}"
+    );
+    let golden = g["grads"].as_object().unwrap();
+    assert_eq!(
+        grads.grads.len(),
+        golden.len(),
+        "one gradient per LoRA matrix"
+    );
+    for (name, v) in golden {
+        // PEFT: lora_A [r, in], lora_B [out, r]; ours: lora_a [in, r], lora_b [r, out].
+        let ours_key = name
+            .replace(".lora_A", ".lora.lora_a")
+            .replace(".lora_B", ".lora.lora_b");
+        let got: Vec<f32> = grads.grads[&ours_key].clone().into_data().to_vec().unwrap();
+        let shape: Vec<usize> = v["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as usize)
+            .collect();
+        let (rows, cols) = (shape[0], shape[1]);
+        let want: Vec<f64> = v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        let scale = want.iter().fold(0f64, |a, x| a.max(x.abs()));
+        assert!(scale > 1e-6, "{name}: the golden gradient is zero");
+        for i in 0..rows {
+            for j in 0..cols {
+                let (w, o) = (want[i * cols + j], got[j * rows + i] as f64);
+                assert!(
+                    (w - o).abs() <= 1e-4 * scale,
+                    "{name}[{i}, {j}]: {o} vs PEFT {w}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn lora_gradients_match_peft() {
+    check(false);
+}
+
+#[test]
+fn recomputed_lora_gradients_match_peft() {
+    check(true);
+}

@@ -71,30 +71,6 @@ impl<B: Backend> GradSum<B> {
         });
     }
 
-    /// Add another replica's sums (the all-reduce of data parallel training), moving them to
-    /// `device` first.
-    pub fn merge(&mut self, other: GradSum<B>, device: &B::Device) {
-        for (key, g) in other.grads {
-            let g = g.to_device(device);
-            let entry = match self.grads.remove(&key) {
-                Some(prev) => prev + g,
-                None => g,
-            };
-            self.grads.insert(key, entry);
-        }
-    }
-
-    /// A copy of every sum on `device`.
-    pub fn to_device(&self, device: &B::Device) -> Self {
-        Self {
-            grads: self
-                .grads
-                .iter()
-                .map(|(k, g)| (k.clone(), g.clone().to_device(device)))
-                .collect(),
-        }
-    }
-
     /// Global L2 norm over every gradient (one read-back).
     pub fn norm(&self) -> f64 {
         let mut total: Option<Tensor<B, 1>> = None;

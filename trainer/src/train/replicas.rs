@@ -1,14 +1,21 @@
 //! Data parallel replicas: one copy of the model and one AdamW per device, kept identical.
 //!
-//! Each replica is forked onto its device once, base weights included. Every step, the
+//! Each replica is copied onto its device once, base weights included. Every step, the
 //! devices' gradient sums are all-reduced (added on the first device, and the sum is copied
 //! back to every device), and each device applies the same AdamW update to its own copy. Only
 //! gradients cross devices, never weights: for LoRA that is a few MB per step whatever the
 //! size of the frozen base. The replicas stay bit-identical because they apply identical
 //! updates with identical kernels.
+//!
+//! Copies between devices go through host memory, each device's gradients as one flat block.
+//! burn 0.21 moves tensors between CubeCL devices with collective send/recv instead: NCCL on
+//! CUDA (a library that must then be found at run time) and not implemented on wgpu, where it
+//! panics. A few MB through the host cost milliseconds, and the devices must all be done with
+//! their backward pass before the step anyway.
 
-use burn::module::Module;
-use burn::tensor::backend::AutodiffBackend;
+use burn::module::{Module, ModuleMapper, Param};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Bool, Int, Tensor};
 use shared::GptNeoxForCausalLM;
 
 use super::optim::{AdamW, GradSum};
@@ -20,8 +27,62 @@ pub struct Replicas<AB: AutodiffBackend> {
     devices: Vec<AB::Device>,
 }
 
+/// Copies every parameter to a device through host memory, keeping ids and `require_grad`.
+struct CopyTo<'a, B: Backend> {
+    device: &'a B::Device,
+}
+
+impl<B: Backend> ModuleMapper<B> for CopyTo<'_, B> {
+    fn map_float<const D: usize>(&mut self, p: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        p.map(|t| {
+            let grad = t.is_require_grad();
+            let t = Tensor::from_data(t.into_data(), self.device);
+            if grad { t.require_grad() } else { t }
+        })
+    }
+    fn map_int<const D: usize>(&mut self, p: Param<Tensor<B, D, Int>>) -> Param<Tensor<B, D, Int>> {
+        p.map(|t| Tensor::from_data(t.into_data(), self.device))
+    }
+    fn map_bool<const D: usize>(
+        &mut self,
+        p: Param<Tensor<B, D, Bool>>,
+    ) -> Param<Tensor<B, D, Bool>> {
+        p.map(|t| Tensor::from_data(t.into_data(), self.device))
+    }
+}
+
+/// The keys of `sum` in a fixed order, with their lengths.
+fn layout<B: Backend>(sum: &GradSum<B>) -> Vec<(String, usize)> {
+    let mut keys: Vec<(String, usize)> = sum
+        .grads
+        .iter()
+        .map(|(k, g)| (k.clone(), g.dims()[0]))
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// Every gradient of `sum`, in `layout` order, as one flat tensor.
+fn flatten<B: Backend>(sum: &GradSum<B>, layout: &[(String, usize)]) -> Tensor<B, 1> {
+    Tensor::cat(
+        layout.iter().map(|(k, _)| sum.grads[k].clone()).collect(),
+        0,
+    )
+}
+
+/// The inverse of `flatten`.
+fn unflatten<B: Backend>(flat: Tensor<B, 1>, layout: &[(String, usize)]) -> GradSum<B> {
+    let mut sum = GradSum::default();
+    let mut at = 0;
+    for (k, n) in layout {
+        sum.grads.insert(k.clone(), flat.clone().narrow(0, at, *n));
+        at += n;
+    }
+    sum
+}
+
 impl<AB: AutodiffBackend> Replicas<AB> {
-    /// Fork `model` (already on `devices[0]`) onto every other device. `opt` makes the AdamW
+    /// Copy `model` (already on `devices[0]`) onto every other device. `opt` makes the AdamW
     /// of each device (a fresh one, or one loaded from a checkpoint onto that device).
     pub fn new(
         model: GptNeoxForCausalLM<AB>,
@@ -30,7 +91,11 @@ impl<AB: AutodiffBackend> Replicas<AB> {
     ) -> anyhow::Result<Self> {
         let mut models = Vec::with_capacity(devices.len());
         for d in &devices[1..] {
-            models.push(model.clone().fork(d));
+            models.push(if d == &devices[0] {
+                model.clone().fork(d)
+            } else {
+                model.clone().map(&mut CopyTo { device: d })
+            });
         }
         models.insert(0, model);
         let opts = devices
@@ -70,12 +135,28 @@ impl<AB: AutodiffBackend> Replicas<AB> {
     }
 
     /// Sum the per-device gradient sums onto the first device (the reduce half of the
-    /// all-reduce). `sums[j]` must hold device `j`'s gradients.
+    /// all-reduce). `sums[j]` holds device `j`'s gradients; a device that had no examples this
+    /// step has an empty one.
     pub fn reduce(&self, sums: Vec<GradSum<AB::InnerBackend>>) -> GradSum<AB::InnerBackend> {
         let mut it = sums.into_iter();
         let mut total = it.next().unwrap_or_default();
-        for other in it {
-            total.merge(other, &self.devices[0]);
+        let order = layout(&total);
+        let mut flat = None;
+        for other in it.filter(|s| !s.grads.is_empty()) {
+            assert_eq!(
+                layout(&other),
+                order,
+                "every device computes the same gradients"
+            );
+            let data = flatten(&other, &order).into_data();
+            let part = Tensor::from_data(data, &self.devices[0]);
+            flat = Some(match flat {
+                Some(f) => f + part,
+                None => part,
+            });
+        }
+        if let Some(flat) = flat {
+            total = unflatten(flatten(&total, &order) + flat, &order);
         }
         total
     }
@@ -83,8 +164,12 @@ impl<AB: AutodiffBackend> Replicas<AB> {
     /// Copy `total` to every device (the broadcast half) and apply the same AdamW step on each.
     pub fn step(&mut self, total: GradSum<AB::InnerBackend>, lr: f64, grad_scale: f64) {
         let mut per_device = Vec::with_capacity(self.len());
-        for d in &self.devices[1..] {
-            per_device.push(total.to_device(d));
+        if self.len() > 1 {
+            let order = layout(&total);
+            let data = flatten(&total, &order).into_data();
+            for d in &self.devices[1..] {
+                per_device.push(unflatten(Tensor::from_data(data.clone(), d), &order));
+            }
         }
         per_device.insert(0, total);
         let models = std::mem::take(&mut self.models);
@@ -110,32 +195,30 @@ mod tests {
     use shared::lora::{LoraConfig, TargetModules};
     use shared::loss::causal_lm_nll_sum;
 
-    type AB = Autodiff<Flex>;
-
     /// Every trainable parameter, flattened, in visiting order.
     struct Trainable(Vec<Vec<f32>>);
-    impl ModuleVisitor<AB> for Trainable {
+    impl<AB: AutodiffBackend> ModuleVisitor<AB> for Trainable {
         fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<AB, D>>) {
             if p.is_require_grad() {
                 self.0.push(p.val().into_data().to_vec().unwrap());
             }
         }
     }
-    fn trainable(m: &GptNeoxForCausalLM<AB>) -> Vec<Vec<f32>> {
+    fn trainable<AB: AutodiffBackend>(m: &GptNeoxForCausalLM<AB>) -> Vec<Vec<f32>> {
         let mut v = Trainable(Vec::new());
         m.visit(&mut v);
         v.0
     }
 
-    #[test]
-    fn replicas_apply_one_update_and_stay_identical() {
+    /// Three data-parallel steps over `devices` (each its own slice of the batch): the replicas
+    /// end bit-identical and updated. Returns the first replica's trainable weights.
+    fn three_steps<AB: AutodiffBackend>(devices: &[AB::Device]) -> Vec<Vec<f32>> {
         let config = GptNeoxConfig::from_hf_json(
             r#"{"vocab_size": 64, "hidden_size": 32, "num_hidden_layers": 2,
                 "num_attention_heads": 4, "intermediate_size": 64, "rotary_pct": 0.5}"#,
         )
         .unwrap();
-        let device = Default::default();
-        let mut model = GptNeoxForCausalLM::<AB>::init(&config, 0.02, 1, &device);
+        let mut model = GptNeoxForCausalLM::<AB>::init(&config, 0.02, 1, &devices[0]);
         let lora = LoraConfig {
             r: 4,
             alpha: 8.0,
@@ -143,22 +226,19 @@ mod tests {
             target_modules: TargetModules::List(vec!["query_key_value".into()]),
             use_rslora: false,
         };
-        model.attach_lora(&lora, 2, &device);
+        model.attach_lora(&lora, 2, &devices[0]);
         let before = trainable(&model);
-        // Two "devices" (the one CPU device twice), each with its own slice of the batch.
-        let mut reps = Replicas::new(model, &[device, device], |_| {
-            Ok(AdamW::new(AdamWConfig::default()))
-        })
-        .unwrap();
+        let mut reps =
+            Replicas::new(model, devices, |_| Ok(AdamW::new(AdamWConfig::default()))).unwrap();
         for step in 0..3 {
             let mut sums = Vec::new();
-            for j in 0..2 {
+            for (j, device) in devices.iter().enumerate() {
                 let ex = Example::lm(
                     (0..12)
                         .map(|i| ((i * 7 + j * 13 + step) % 64) as u32)
                         .collect(),
                 );
-                let b = collate::<AB>(&[&ex], 0, &device);
+                let b = collate::<AB>(&[&ex], 0, device);
                 let (loss, _) = causal_lm_nll_sum(reps.model(j).forward(b.ids, None), &b.labels);
                 let mut s = GradSum::default();
                 s.add(reps.model(j), &loss.backward());
@@ -167,9 +247,33 @@ mod tests {
             let total = reps.reduce(sums);
             reps.step(total, 1e-2, 1.0);
         }
-        let (a, b) = (trainable(reps.model(0)), trainable(reps.model(1)));
-        assert_eq!(a.len(), 4, "lora_A and lora_B of two layers");
-        assert_eq!(a, b, "the replicas drifted apart");
-        assert_ne!(a, before, "no update was applied");
+        let first = trainable(reps.model(0));
+        assert_eq!(first.len(), 4, "lora_A and lora_B of two layers");
+        for j in 1..devices.len() {
+            assert_eq!(first, trainable(reps.model(j)), "replica {j} drifted apart");
+        }
+        assert_ne!(first, before, "no update was applied");
+        first
+    }
+
+    #[test]
+    fn replicas_apply_one_update_and_stay_identical() {
+        // Two "devices": the one CPU device twice.
+        three_steps::<Autodiff<Flex>>(&[Default::default(), Default::default()]);
+    }
+
+    /// Two distinct wgpu devices (two instances of lavapipe here), so that the all-reduce
+    /// really copies gradients between CubeCL clients, as between GPUs: the same result as the
+    /// CPU replicas.
+    #[cfg(feature = "wgpu")]
+    #[test]
+    fn replicas_on_two_wgpu_devices_match_the_cpu() {
+        use burn::backend::wgpu::WgpuDevice;
+        let cpu = three_steps::<Autodiff<Flex>>(&[Default::default(), Default::default()]);
+        let devices = [WgpuDevice::DefaultDevice, WgpuDevice::Cpu];
+        let gpu = three_steps::<Autodiff<burn::backend::Wgpu<f32, i32>>>(&devices);
+        for (a, b) in cpu.iter().flatten().zip(gpu.iter().flatten()) {
+            assert!((a - b).abs() <= 1e-5 + 1e-4 * a.abs(), "{a} vs {b}");
+        }
     }
 }

@@ -20,17 +20,7 @@ fn golden() -> serde_json::Value {
 }
 
 fn ints(v: &serde_json::Value) -> Vec<Vec<i64>> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            r.as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_i64().unwrap())
-                .collect()
-        })
-        .collect()
+    serde_json::from_value(v.clone()).unwrap()
 }
 
 /// Our loss and gradients (by module path, in burn's layout) for the golden batch.
@@ -78,19 +68,9 @@ fn check(recompute: bool) {
             .replace(".lora_A", ".lora.lora_a")
             .replace(".lora_B", ".lora.lora_b");
         let got: Vec<f32> = grads.grads[&ours_key].clone().into_data().to_vec().unwrap();
-        let shape: Vec<usize> = v["shape"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as usize)
-            .collect();
+        let shape: Vec<usize> = serde_json::from_value(v["shape"].clone()).unwrap();
         let (rows, cols) = (shape[0], shape[1]);
-        let want: Vec<f64> = v["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap())
-            .collect();
+        let want: Vec<f64> = serde_json::from_value(v["data"].clone()).unwrap();
         let scale = want.iter().fold(0f64, |a, x| a.max(x.abs()));
         assert!(scale > 1e-6, "{name}: the golden gradient is zero");
         for i in 0..rows {

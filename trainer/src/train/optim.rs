@@ -266,11 +266,7 @@ mod tests {
     }
 
     fn floats(v: &serde_json::Value) -> Vec<f32> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap() as f32)
-            .collect()
+        serde_json::from_value(v.clone()).unwrap()
     }
 
     /// Four steps of clipping and AdamW against torch's (`make_optim_golden.py`).

@@ -109,20 +109,8 @@ impl<AB: AutodiffBackend> Replicas<AB> {
         })
     }
 
-    pub fn len(&self) -> usize {
-        self.models.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.models.is_empty()
-    }
-
     pub fn model(&self, j: usize) -> &GptNeoxForCausalLM<AB> {
         &self.models[j]
-    }
-
-    pub fn device(&self, j: usize) -> &AB::Device {
-        &self.devices[j]
     }
 
     /// The first device's copy and optimizer (what checkpoints hold).
@@ -163,8 +151,8 @@ impl<AB: AutodiffBackend> Replicas<AB> {
 
     /// Copy `total` to every device (the broadcast half) and apply the same AdamW step on each.
     pub fn step(&mut self, total: GradSum<AB::InnerBackend>, lr: f64, grad_scale: f64) {
-        let mut per_device = Vec::with_capacity(self.len());
-        if self.len() > 1 {
+        let mut per_device = Vec::with_capacity(self.devices.len());
+        if self.devices.len() > 1 {
             let order = layout(&total);
             let data = flatten(&total, &order).into_data();
             for d in &self.devices[1..] {

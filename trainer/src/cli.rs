@@ -36,7 +36,7 @@ pub enum Command {
     /// Forward-pass timings (used by bench/forward_cpu.py).
     #[command(name = "bench-forward", hide = true)]
     BenchForward(cmd::bench::BenchArgs),
-    /// Square matmul TFLOP/s (used by bench/gpu_probe.sh).
+    /// Square matmul TFLOP/s, or every CubeCL matmul routine with --probe (bench/gpu_bench.sh).
     #[command(name = "bench-matmul", hide = true)]
     BenchMatmul(cmd::bench_matmul::BenchMatmulArgs),
     /// LoRA training-step timings (used by bench/train_step_cpu.py).
@@ -68,4 +68,37 @@ where
     T: Into<std::ffi::OsString> + Clone,
 {
     run(Cli::try_parse_from(args)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// clap's own consistency checks over every subcommand and argument (run at parse time
+    /// only in debug builds, and only for the subcommand parsed).
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn bench_matmul_parses_probe_shapes() {
+        let cli = Cli::try_parse_from([
+            "trainer",
+            "bench-matmul",
+            "--probe",
+            "--shapes",
+            "4096x2048x6144,8x16x32",
+            "--dtypes",
+            "bf16",
+        ])
+        .unwrap();
+        let Command::BenchMatmul(a) = cli.command else {
+            panic!("bench-matmul")
+        };
+        assert_eq!(a.shapes, vec![[4096, 2048, 6144], [8, 16, 32]]);
+        assert_eq!(a.dtypes, vec![crate::device::DTypeArg::Bf16]);
+        assert!(Cli::try_parse_from(["trainer", "bench-matmul", "--shapes", "4x4"]).is_err());
+    }
 }

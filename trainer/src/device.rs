@@ -55,6 +55,13 @@ pub enum DTypeArg {
 }
 
 impl DTypeArg {
+    pub fn float(self) -> burn::tensor::FloatDType {
+        match self {
+            Self::F32 => burn::tensor::FloatDType::F32,
+            Self::Bf16 => burn::tensor::FloatDType::BF16,
+        }
+    }
+
     /// An error, instead of a panic at the first matmul, when `device` cannot compute in this
     /// dtype (as burn's matmul decides: the dtype must support arithmetic there).
     pub fn check<B: burn::tensor::backend::Backend>(

@@ -8,6 +8,8 @@ pub mod eval_qa;
 pub mod export_web;
 pub mod generate;
 pub mod lora_args;
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+pub mod matmul_probe;
 pub mod merge;
 pub mod pretrain;
 pub mod sft;

@@ -77,6 +77,7 @@ pub fn run(args: BenchMatmulArgs) -> Result<()> {
 }
 
 fn probe(args: &BenchMatmulArgs) -> Result<()> {
+    #[cfg(any(feature = "cuda", feature = "wgpu"))]
     let dtypes: Vec<_> = args.dtypes.iter().map(|d| d.float()).collect();
     match args.device {
         #[cfg(feature = "cuda")]

@@ -33,13 +33,18 @@ cap() { # wanted_seconds -> min(wanted, time left - reserve); 0 when too little 
   local left=$((DEADLINE - SECONDS - ${2:-0}))
   if [ "$left" -lt 15 ]; then echo 0; elif [ "$1" -lt "$left" ]; then echo "$1"; else echo "$left"; fi
 }
-peak() { # file command... -> runs the command while polling GPU memory; writes "peak_mib=N rc=R" to file
+peak() { # file command... -> runs the command while polling GPU memory and utilisation; writes
+  # "peak_mib=N util_end=U rc=R" to file (U: median GPU utilisation % of the last 10 polls, the
+  # steady steps); the process's CPU and wall seconds go to stderr (bash `time`): CPU ~ wall with
+  # a low U means one host thread, not the GPU, sets the pace.
   local res=$1 log=$OUT/mem.$$; shift; : > "$log"
-  ( while :; do nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits >> "$log"; sleep 0.2; done ) &
+  ( while :; do nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv,noheader,nounits >> "$log"; sleep 0.2; done ) &
   local poll=$!
-  "$@"; local rc=$?
+  local TIMEFORMAT='cpu_s=%U+%S wall_s=%R'
+  time "$@"; local rc=$?
   kill $poll 2>/dev/null; wait $poll 2>/dev/null
-  echo "peak_mib=$(sort -n "$log" | tail -1) rc=$rc" > "$res"
+  local util; util=$(tail -10 "$log" | cut -d, -f2 | sort -n | sed -n 5p | tr -d ' ')
+  echo "peak_mib=$(cut -d, -f1 "$log" | sort -n | tail -1) util_end=${util:-?} rc=$rc" > "$res"
 }
 # DEV, SHAPE, LAYERS and DTYPE can be overridden for a dry run without a GPU (bench/README.md).
 DEV=${DEV:-cuda}
@@ -51,7 +56,7 @@ run_train() { # name binary wanted_s flags...
   [ -x "$bin" ] && [ "$t" -gt 0 ] || { echo "skipped $name"; return; }
   peak "$OUT/train-$name.peak" timeout "$t" "$bin" bench-train --device "$DEV" $SHAPE "$@" \
     > "$OUT/train-$name.json" 2> "$OUT/train-$name.err"
-  echo "$name: $(cat "$OUT/train-$name.peak"), $(grep -m1 'first step' "$OUT/train-$name.err")"
+  echo "$name: $(cat "$OUT/train-$name.peak") $(grep -o 'cpu_s=.*' "$OUT/train-$name.err" | tail -1), $(grep -m1 'first step' "$OUT/train-$name.err")"
 }
 profile() { # name binary: one profiled bf16 step, 4 layers (3 warm-up + 2 steps in the log)
   local name=$1 bin=$2 t; t=$(cap 45 40)
@@ -107,7 +112,7 @@ echo "card: $GPU (budget: under 8 minutes; $SECONDS s used)"
 echo "| measure | law-polyglot | HF + PEFT (torch, bf16) |"
 echo "|---|---|---|"
 echo "| LoRA r8 qkv step, 1.3b shape, 8 x 512, tokens/s | bf16: $ours ($(ratio "$ours")x), fused bf16: $fused ($(ratio "$fused")x), bf16 + checkpointing: $ckpt ($(ratio "$ckpt")x) | $theirs |"
-echo "| peak GPU memory (nvidia-smi MiB; torch: max allocated GiB) | bf16: $(cat "$OUT/train-bf16.peak" 2>/dev/null), fused: $(cat "$OUT/train-fusion.peak" 2>/dev/null), + checkpointing: $(cat "$OUT/train-ckpt.peak" 2>/dev/null) | $(tj "hf+peft" peak_mem_gib) GiB; $(cat "$OUT/torch.peak") |"
+echo "| peak GPU memory (nvidia-smi MiB; torch: max allocated GiB), GPU utilisation at the end | bf16: $(cat "$OUT/train-bf16.peak" 2>/dev/null), fused: $(cat "$OUT/train-fusion.peak" 2>/dev/null), + checkpointing: $(cat "$OUT/train-ckpt.peak" 2>/dev/null) | $(tj "hf+peft" peak_mem_gib) GiB; $(cat "$OUT/torch.peak") |"
 echo "| first training step done after process start (s) | bf16: $(j "$OUT/train-bf16.json" first_step_done_s), fused: $(j "$OUT/train-fusion.json" first_step_done_s), + checkpointing: $(j "$OUT/train-ckpt.json" first_step_done_s) | |"
 echo "| matmul 8192^3 TFLOP/s (burn without autotune) | f32: $(j "$OUT/matmul-f32.json" tflops), bf16: $(j "$OUT/matmul-bf16.json" tflops) | bf16: $(tj matmul tflops) |"
 echo "| greedy decode, batch 1, ms/token | cuda: $(j "$OUT/decode-cuda.json" decode_ms_per_token), wgpu: $(j "$OUT/decode-wgpu.json" decode_ms_per_token) | generate: $(tj generate tokens_per_s) tokens/s |"

@@ -315,7 +315,9 @@ pub fn train<AB: AutodiffBackend>(
                 &mut grads[j],
             ));
         }
-        let grads = reps.reduce(grads);
+        let grads = reps
+            .reduce(grads)
+            .context("no trainable parameter received a gradient")?;
         let loss_sum: f64 = losses
             .into_iter()
             .map(|l| l.into_scalar().elem::<f64>())

@@ -18,7 +18,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Bool, Int, Tensor};
 use shared::GptNeoxForCausalLM;
 
-use super::optim::{AdamW, GradSum};
+use super::optim::{AdamW, FlatGrads, GradSum};
 
 pub struct Replicas<AB: AutodiffBackend> {
     /// `models[j]` lives on `devices[j]`; `models[0]` is the one evaluated and saved.
@@ -49,36 +49,6 @@ impl<B: Backend> ModuleMapper<B> for CopyTo<'_, B> {
     ) -> Param<Tensor<B, D, Bool>> {
         p.map(|t| Tensor::from_data(t.into_data(), self.device))
     }
-}
-
-/// The keys of `sum` in a fixed order, with their lengths.
-fn layout<B: Backend>(sum: &GradSum<B>) -> Vec<(String, usize)> {
-    let mut keys: Vec<(String, usize)> = sum
-        .grads
-        .iter()
-        .map(|(k, g)| (k.clone(), g.dims()[0]))
-        .collect();
-    keys.sort();
-    keys
-}
-
-/// Every gradient of `sum`, in `layout` order, as one flat tensor.
-fn flatten<B: Backend>(sum: &GradSum<B>, layout: &[(String, usize)]) -> Tensor<B, 1> {
-    Tensor::cat(
-        layout.iter().map(|(k, _)| sum.grads[k].clone()).collect(),
-        0,
-    )
-}
-
-/// The inverse of `flatten`.
-fn unflatten<B: Backend>(flat: Tensor<B, 1>, layout: &[(String, usize)]) -> GradSum<B> {
-    let mut sum = GradSum::default();
-    let mut at = 0;
-    for (k, n) in layout {
-        sum.grads.insert(k.clone(), flat.clone().narrow(0, at, *n));
-        at += n;
-    }
-    sum
 }
 
 impl<AB: AutodiffBackend> Replicas<AB> {
@@ -123,40 +93,37 @@ impl<AB: AutodiffBackend> Replicas<AB> {
     }
 
     /// Sum the per-device gradient sums onto the first device (the reduce half of the
-    /// all-reduce). `sums[j]` holds device `j`'s gradients; a device that had no examples this
-    /// step has an empty one.
-    pub fn reduce(&self, sums: Vec<GradSum<AB::InnerBackend>>) -> GradSum<AB::InnerBackend> {
-        let mut it = sums.into_iter();
-        let mut total = it.next().unwrap_or_default();
-        let order = layout(&total);
-        let mut flat = None;
-        for other in it.filter(|s| !s.grads.is_empty()) {
+    /// all-reduce), as one flat block per device. `sums[j]` holds device `j`'s gradients; a
+    /// device that had no examples this step has an empty one. `None` when no device has any.
+    pub fn reduce(
+        &self,
+        sums: Vec<GradSum<AB::InnerBackend>>,
+    ) -> Option<FlatGrads<AB::InnerBackend>> {
+        let mut flats = sums.iter().filter_map(GradSum::flatten);
+        let mut total = flats.next()?;
+        if total.flat.device() != self.devices[0] {
+            total = total.to_device(&self.devices[0]);
+        }
+        for other in flats {
             assert_eq!(
-                layout(&other),
-                order,
+                other.layout, total.layout,
                 "every device computes the same gradients"
             );
-            let data = flatten(&other, &order).into_data();
-            let part = Tensor::from_data(data, &self.devices[0]);
-            flat = Some(match flat {
-                Some(f) => f + part,
-                None => part,
-            });
+            total.flat = total.flat + other.to_device(&self.devices[0]).flat;
         }
-        if let Some(flat) = flat {
-            total = unflatten(flatten(&total, &order) + flat, &order);
-        }
-        total
+        Some(total)
     }
 
     /// Copy `total` to every device (the broadcast half) and apply the same AdamW step on each.
-    pub fn step(&mut self, total: GradSum<AB::InnerBackend>, lr: f64, grad_scale: f64) {
+    pub fn step(&mut self, total: FlatGrads<AB::InnerBackend>, lr: f64, grad_scale: f64) {
         let mut per_device = Vec::with_capacity(self.devices.len());
         if self.devices.len() > 1 {
-            let order = layout(&total);
-            let data = flatten(&total, &order).into_data();
+            let data = total.flat.clone().into_data();
             for d in &self.devices[1..] {
-                per_device.push(unflatten(Tensor::from_data(data.clone(), d), &order));
+                per_device.push(FlatGrads {
+                    layout: total.layout.clone(),
+                    flat: Tensor::from_data(data.clone(), d),
+                });
             }
         }
         per_device.insert(0, total);
@@ -232,7 +199,7 @@ mod tests {
                 s.add(reps.model(j), &loss.backward());
                 sums.push(s);
             }
-            let total = reps.reduce(sums);
+            let total = reps.reduce(sums).unwrap();
             reps.step(total, 1e-2, 1.0);
         }
         let first = trainable(reps.model(0));

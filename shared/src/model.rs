@@ -47,7 +47,19 @@ impl<B: Backend> GptNeoxForCausalLM<B> {
 
     /// The rotary tables of positions `start..start + len`.
     pub fn rope(&self, start: usize, len: usize, device: &B::Device) -> Rope<B> {
-        Rope::new(self.rotary_ndims, self.rotary_base, start, len, device)
+        let head_dim = self
+            .gpt_neox
+            .layers
+            .first()
+            .map_or(self.rotary_ndims, |l| l.attention.head_dim);
+        Rope::new(
+            self.rotary_ndims,
+            head_dim,
+            self.rotary_base,
+            start,
+            len,
+            device,
+        )
     }
 
     /// Logits from the last layer's output: the final LayerNorm, then `embed_out`.

@@ -4,8 +4,9 @@
 
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 
-/// cos and sin tables for a range of positions, shaped `[1, 1, T, rotary_ndims]` to broadcast
-/// over `[batch, heads, T, head_dim]`.
+/// cos and sin tables for a range of positions, shaped `[1, 1, T, head_dim]` to broadcast over
+/// `[batch, heads, T, head_dim]`: the rotary tables on the first `ndims` dims, then cos 1 and
+/// sin 0 on the pass-through dims, so one multiply-add covers the whole head.
 #[derive(Debug, Clone)]
 pub struct Rope<B: Backend> {
     cos: Tensor<B, 4>,
@@ -39,34 +40,50 @@ pub fn tables(ndims: usize, base: f64, start: usize, len: usize) -> (Vec<f32>, V
 }
 
 impl<B: Backend> Rope<B> {
-    /// Tables for positions `start .. start + len`.
-    pub fn new(ndims: usize, base: f64, start: usize, len: usize, device: &B::Device) -> Self {
+    /// Tables for positions `start .. start + len` of heads of `head_dim` dims.
+    pub fn new(
+        ndims: usize,
+        head_dim: usize,
+        base: f64,
+        start: usize,
+        len: usize,
+        device: &B::Device,
+    ) -> Self {
         let (cos, sin) = tables(ndims, base, start, len);
-        let shape = [1, 1, len, ndims];
+        let pad = |rows: Vec<f32>, fill: f32| -> Vec<f32> {
+            let mut out = Vec::with_capacity(len * head_dim);
+            for row in rows.chunks(ndims.max(1)).take(len) {
+                out.extend_from_slice(&row[..ndims]);
+                out.resize(out.len() + head_dim - ndims, fill);
+            }
+            out.resize(len * head_dim, fill);
+            out
+        };
+        let shape = [1, 1, len, head_dim];
         Self {
-            cos: Tensor::from_data(TensorData::new(cos, shape), device),
-            sin: Tensor::from_data(TensorData::new(sin, shape), device),
+            cos: Tensor::from_data(TensorData::new(pad(cos, 1.0), shape), device),
+            sin: Tensor::from_data(TensorData::new(pad(sin, 0.0), shape), device),
             ndims,
         }
     }
 
-    /// Apply to `x: [batch, heads, T, head_dim]`.
+    /// Apply to `x: [batch, heads, T, head_dim]`: `x·cos + rotate_half(x)·sin`, where
+    /// `rotate_half` is `[-x2, x1]` on the rotary dims and zeros on the rest (where sin is 0 and
+    /// cos 1, so those dims pass through unchanged). Two slices of `x`, not four: each slice
+    /// costs a zero-filled tensor and a copy in the backward pass.
     pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let head_dim = x.dims()[3];
+        let [b, h, t, head_dim] = x.dims();
         let rd = self.ndims;
         if rd == 0 {
             return x;
         }
-        let rot = x.clone().narrow(3, 0, rd);
         let half = rd / 2;
-        let x1 = rot.clone().narrow(3, 0, half);
-        let x2 = rot.clone().narrow(3, half, half);
-        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-        let out = rot * self.cos.clone() + rotated * self.sin.clone();
-        if rd == head_dim {
-            out
-        } else {
-            Tensor::cat(vec![out, x.narrow(3, rd, head_dim - rd)], 3)
+        let x1 = x.clone().narrow(3, 0, half);
+        let x2 = x.clone().narrow(3, half, half);
+        let mut parts = vec![x2.neg(), x1];
+        if rd < head_dim {
+            parts.push(Tensor::zeros([b, h, t, head_dim - rd], &x.device()));
         }
+        x * self.cos.clone() + Tensor::cat(parts, 3) * self.sin.clone()
     }
 }

@@ -236,10 +236,7 @@ impl<B: Backend> AdamW<B> {
             .iter()
             .map(|(k, n)| match self.loaded.remove(k) {
                 Some((m, v)) if m.dims()[0] == *n => (m, v),
-                _ => (
-                    Tensor::zeros([*n], &device),
-                    Tensor::zeros([*n], &device),
-                ),
+                _ => (Tensor::zeros([*n], &device), Tensor::zeros([*n], &device)),
             })
             .unzip();
         self.loaded.clear();

@@ -204,4 +204,15 @@ mod tests {
         assert_eq!(parse_indices("0,1, 3"), Ok(vec![0, 1, 3]));
         assert!(parse_indices("0,0").is_err() && parse_indices("a").is_err());
     }
+
+    /// No driver (CI) or no such GPU: an error that says so, not a panic.
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn missing_cuda_device_is_an_error() {
+        if let Err(e) = cuda_device(0) {
+            assert!(e.to_string().contains("no usable CUDA device 0"), "{e}");
+        }
+        let e = cuda_device(999).unwrap_err().to_string();
+        assert!(e.contains("no usable CUDA device 999"), "{e}");
+    }
 }

@@ -48,7 +48,8 @@ peak() { # file command... -> runs the command while polling GPU memory and util
 }
 # DEV, SHAPE, LAYERS and DTYPE can be overridden for a dry run without a GPU (bench/README.md).
 DEV=${DEV:-cuda}
-SHAPE=${SHAPE:-"--hidden 2048 --heads 16 --inter 8192 --vocab 30080 --batch 8 --seq 512 --lora-r 8"}
+# LoRA dropout 0.05 as in torch_gpu_baseline.py.
+SHAPE=${SHAPE:-"--hidden 2048 --heads 16 --inter 8192 --vocab 30080 --batch 8 --seq 512 --lora-r 8 --lora-dropout 0.05"}
 LAYERS=${LAYERS:-24}
 DTYPE=${DTYPE:-bf16}
 run_train() { # name binary wanted_s flags...

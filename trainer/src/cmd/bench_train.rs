@@ -39,6 +39,9 @@ pub struct BenchTrainArgs {
     /// LoRA rank (0 = full training of every weight).
     #[arg(long, default_value_t = 8)]
     pub lora_r: usize,
+    /// LoRA dropout (PEFT's default is 0; bench/torch_gpu_baseline.py uses 0.05).
+    #[arg(long, default_value_t = 0.0)]
+    pub lora_dropout: f64,
     #[arg(long, default_value = "cpu")]
     pub device: DeviceArg,
     #[arg(long, value_enum, default_value = "f32")]
@@ -74,7 +77,7 @@ fn bench_on<AB: AutodiffBackend>(
     let lora = LoraConfig {
         r: args.lora_r.max(1),
         alpha: 16.0,
-        dropout: 0.0,
+        dropout: args.lora_dropout,
         target_modules: TargetModules::List(vec!["query_key_value".into()]),
         use_rslora: false,
     };

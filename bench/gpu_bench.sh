@@ -6,24 +6,24 @@
 #     generate: the peer every ratio needs;
 #   - LoRA r8 on query_key_value, polyglot-ko-1.3b shape (random init), batch 8 x 512:
 #     tokens/s and peak memory (nvidia-smi, polled), ours in bf16 (base matmuls), plain, with
-#     --grad-checkpointing, and built with burn's kernel fusion (.gpu/trainer-fusion.gz, when
-#     carried); time from process start to the first finished step (fresh kernel cache);
+#     --grad-checkpointing, and built with burn's kernel fusion (.gpu/fusion, when carried); time from process start to the first finished step (fresh kernel cache);
 #   - where a step's time goes: a CubeCL kernel profile of one bf16 step (4 of the 24 layers,
 #     same widths), plain and fused, summarised by bench/kernel_profile.py;
 #   - matmul TFLOP/s of burn-cuda (f32, bf16) and of each CubeCL matmul routine at the step's
 #     shapes (`bench-matmul --probe`): how much a fixed routine choice would gain over `Auto`;
 #   - greedy decode tokens/s on burn-cuda and burn-wgpu.
-# Build here (bench/README.md):
-#   CUDARC_CUDA_VERSION=13000 cargo build --release -p trainer --features cuda,wgpu        -> .gpu/trainer.gz
-#   CUDARC_CUDA_VERSION=13000 cargo build --release -p trainer --features cuda,wgpu,fusion -> .gpu/trainer-fusion.gz
-# Run: `bash bench/gpu_bench.sh` with carry [".gpu"], timeout_s 540.
+# Build here (bench/README.md): release builds of `trainer`, stripped and gzipped, one per
+# folder: .gpu/plain/trainer.gz (--features cuda,wgpu), .gpu/fusion/trainer.gz (cuda,wgpu,fusion).
+# Run: `bash bench/gpu_bench.sh` with carry [".gpu/plain", ".gpu/fusion"], timeout_s 540 (the
+# tree that travels is capped at 64 MiB: carry only the builds a script uses). The tables come
+# back in the output's tail; $OUT gets gpu-bench.tgz (every log, profile and JSON line).
 set -uo pipefail
-OUT=${OUT:-/tmp/gpu-bench}
-mkdir -p "$OUT"
+W=${WORK:-/tmp/gpu-bench}  # scratch; $OUT (device tool) gets one archive of it at the end
+rm -rf "$W" && mkdir -p "$W"
 DEADLINE=$((SECONDS + 465))
-for z in .gpu/*.gz; do [ -f "$z" ] && gunzip -f "$z"; done
-T=./.gpu/trainer
-TF=./.gpu/trainer-fusion
+for z in .gpu/*/trainer.gz; do [ -f "$z" ] && gunzip -f "$z"; done
+T=./.gpu/plain/trainer
+TF=./.gpu/fusion/trainer
 export CUDA_PATH=${CUDA_PATH:-/usr/local/cuda}
 printf '[compilation]\ncache = { file = "/tmp/cubecl-cache" }\n' > cubecl.toml
 GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
@@ -37,7 +37,7 @@ peak() { # file command... -> runs the command while polling GPU memory and util
   # "peak_mib=N util_end=U rc=R" to file (U: median GPU utilisation % of the last 10 polls, the
   # steady steps); the process's CPU and wall seconds go to stderr (bash `time`): CPU ~ wall with
   # a low U means one host thread, not the GPU, sets the pace.
-  local res=$1 log=$OUT/mem.$$; shift; : > "$log"
+  local res=$1 log=$W/mem.$$; shift; : > "$log"
   ( while :; do nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv,noheader,nounits >> "$log"; sleep 0.2; done ) &
   local poll=$!
   local TIMEFORMAT='cpu_s=%U+%S wall_s=%R'
@@ -55,49 +55,49 @@ DTYPE=${DTYPE:-bf16}
 run_train() { # name binary wanted_s flags...
   local name=$1 bin=$2 t; t=$(cap "$3" 60); shift 3
   [ -x "$bin" ] && [ "$t" -gt 0 ] || { echo "skipped $name"; return; }
-  peak "$OUT/train-$name.peak" timeout "$t" "$bin" bench-train --device "$DEV" $SHAPE "$@" \
-    > "$OUT/train-$name.json" 2> "$OUT/train-$name.err"
-  echo "$name: $(cat "$OUT/train-$name.peak") $(grep -o 'cpu_s=.*' "$OUT/train-$name.err" | tail -1), $(grep -m1 'first step' "$OUT/train-$name.err")"
+  peak "$W/train-$name.peak" timeout "$t" "$bin" bench-train --device "$DEV" $SHAPE "$@" \
+    > "$W/train-$name.json" 2> "$W/train-$name.err"
+  echo "$name: $(cat "$W/train-$name.peak") $(grep -o 'cpu_s=.*' "$W/train-$name.err" | tail -1), $(grep -m1 'first step' "$W/train-$name.err")"
 }
 profile() { # name binary: one profiled bf16 step, 4 layers (3 warm-up + 2 steps in the log)
   local name=$1 bin=$2 t; t=$(cap 45 40)
   [ -x "$bin" ] && [ "$t" -gt 0 ] || { echo "skipped profile $name"; return; }
   printf '[compilation]\ncache = { file = "/tmp/cubecl-cache" }\n[profiling.logger]\nlevel = "basic"\nfile = "%s"\n' \
-    "$OUT/profile-$name.log" > cubecl.toml
+    "$W/profile-$name.log" > cubecl.toml
   timeout "$t" "$bin" bench-train --device "$DEV" $SHAPE --layers 4 --steps 2 --dtype "$DTYPE" \
-    > "$OUT/profile-$name.json" 2> "$OUT/profile-$name.err"
+    > "$W/profile-$name.json" 2> "$W/profile-$name.err"
   printf '[compilation]\ncache = { file = "/tmp/cubecl-cache" }\n' > cubecl.toml
-  python3 bench/kernel_profile.py "$OUT/profile-$name.log" --steps 5 --top 15 > "$OUT/profile-$name.md" 2>&1
+  python3 bench/kernel_profile.py "$W/profile-$name.log" --steps 5 --top 15 > "$W/profile-$name.md" 2>&1
 }
 
-t=$(cap 150); [ "$t" -gt 0 ] && peak "$OUT/torch.peak" timeout "$t" python3 bench/torch_gpu_baseline.py "$OUT/torch" --quick \
-  > "$OUT/torch.jsonl" 2> "$OUT/torch.err"
+t=$(cap 150); [ "$t" -gt 0 ] && peak "$W/torch.peak" timeout "$t" python3 bench/torch_gpu_baseline.py "$W/torch" --quick \
+  > "$W/torch.jsonl" 2> "$W/torch.err"
 run_train bf16 "$T" 75 --layers "$LAYERS" --steps 5 --dtype "$DTYPE"
 run_train fusion "$TF" 90 --layers "$LAYERS" --steps 5 --dtype "$DTYPE"
 run_train ckpt "$T" 75 --layers "$LAYERS" --steps 5 --dtype "$DTYPE" --grad-checkpointing
 profile plain "$T"
 profile fusion "$TF"
 for d in f32 bf16; do
-  t=$(cap 20); [ "$t" -gt 0 ] && timeout "$t" "$T" bench-matmul --device "$DEV" --size 8192 --reps 10 --dtype $d > "$OUT/matmul-$d.json" 2>&1
+  t=$(cap 20); [ "$t" -gt 0 ] && timeout "$t" "$T" bench-matmul --device "$DEV" --size 8192 --reps 10 --dtype $d > "$W/matmul-$d.json" 2>&1
 done
 # Every CubeCL matmul routine at the 1.3B qkv and MLP-out shapes, bf16 (one JSON line each).
 t=$(cap 100 30); [ "$t" -gt 0 ] && timeout "$t" "$T" bench-matmul --device "$DEV" --probe --dtypes "$DTYPE" \
-  --shapes ${PROBE_SHAPES:-4096x2048x6144,4096x8192x2048} --reps 10 > "$OUT/probe.jsonl" 2> "$OUT/probe.err"
+  --shapes ${PROBE_SHAPES:-4096x2048x6144,4096x8192x2048} --reps 10 > "$W/probe.jsonl" 2> "$W/probe.err"
 for dev in cuda wgpu; do
   t=$(cap 30); [ "$t" -gt 0 ] && timeout "$t" "$T" bench-forward --device $dev --config bench/polyglot-ko-1.3b.config.json \
-    --prompt-len 128 --decode-steps 64 --reps 2 > "$OUT/decode-$dev.json" 2>&1
+    --prompt-len 128 --decode-steps 64 --reps 2 > "$W/decode-$dev.json" 2>&1
 done
 rm -f cubecl.toml
 
 j() { grep -o "\"$2\":[0-9.e+-]*" "$1" 2>/dev/null | head -1 | cut -d: -f2 | awk '{ if ($1 >= 100) printf "%.0f", $1; else printf "%.3g", $1 }'; }
-tj() { grep -h "$1" "$OUT/torch.jsonl" 2>/dev/null | grep -o "\"$2\": [0-9.e+-]*" | head -1 | cut -d' ' -f2; }
+tj() { grep -h "$1" "$W/torch.jsonl" 2>/dev/null | grep -o "\"$2\": [0-9.e+-]*" | head -1 | cut -d' ' -f2; }
 theirs=$(tj "hf+peft" tokens_per_s)
 ratio() { awk -v a="$1" -v b="$theirs" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a / b; else print "n/a" }'; }
-ours=$(j "$OUT/train-bf16.json" tokens_per_s); fused=$(j "$OUT/train-fusion.json" tokens_per_s)
-ckpt=$(j "$OUT/train-ckpt.json" tokens_per_s)
-if [ -s "$OUT/probe.jsonl" ]; then
+ours=$(j "$W/train-bf16.json" tokens_per_s); fused=$(j "$W/train-fusion.json" tokens_per_s)
+ckpt=$(j "$W/train-ckpt.json" tokens_per_s)
+if [ -s "$W/probe.jsonl" ]; then
   echo; echo "matmul routines ($DTYPE), best first per shape (Auto is what burn runs without autotune):"
-  python3 - "$OUT/probe.jsonl" <<'PY'
+  python3 - "$W/probe.jsonl" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
 for shape in sorted({(r["m"], r["k"], r["n"]) for r in rows}):
@@ -107,13 +107,14 @@ for shape in sorted({(r["m"], r["k"], r["n"]) for r in rows}):
           "| Auto: %s | failed: %d" % ("%.1f" % auto if auto else "?", sum(1 for r in rows if (r["m"], r["k"], r["n"]) == shape and "error" in r)))
 PY
 fi
-for p in plain fusion; do [ -f "$OUT/profile-$p.md" ] && { echo; echo "kernel profile, $p build:"; cat "$OUT/profile-$p.md"; }; done
+for p in plain fusion; do [ -f "$W/profile-$p.md" ] && { echo; echo "kernel profile, $p build:"; cat "$W/profile-$p.md"; }; done
 echo
 echo "card: $GPU (budget: under 8 minutes; $SECONDS s used)"
 echo "| measure | law-polyglot | HF + PEFT (torch, bf16) |"
 echo "|---|---|---|"
 echo "| LoRA r8 qkv step, 1.3b shape, 8 x 512, tokens/s | bf16: $ours ($(ratio "$ours")x), fused bf16: $fused ($(ratio "$fused")x), bf16 + checkpointing: $ckpt ($(ratio "$ckpt")x) | $theirs |"
-echo "| peak GPU memory (nvidia-smi MiB; torch: max allocated GiB), GPU utilisation at the end | bf16: $(cat "$OUT/train-bf16.peak" 2>/dev/null), fused: $(cat "$OUT/train-fusion.peak" 2>/dev/null), + checkpointing: $(cat "$OUT/train-ckpt.peak" 2>/dev/null) | $(tj "hf+peft" peak_mem_gib) GiB; $(cat "$OUT/torch.peak") |"
-echo "| first training step done after process start (s) | bf16: $(j "$OUT/train-bf16.json" first_step_done_s), fused: $(j "$OUT/train-fusion.json" first_step_done_s), + checkpointing: $(j "$OUT/train-ckpt.json" first_step_done_s) | |"
-echo "| matmul 8192^3 TFLOP/s (burn without autotune) | f32: $(j "$OUT/matmul-f32.json" tflops), bf16: $(j "$OUT/matmul-bf16.json" tflops) | bf16: $(tj matmul tflops) |"
-echo "| greedy decode, batch 1, ms/token | cuda: $(j "$OUT/decode-cuda.json" decode_ms_per_token), wgpu: $(j "$OUT/decode-wgpu.json" decode_ms_per_token) | generate: $(tj generate tokens_per_s) tokens/s |"
+echo "| peak GPU memory (nvidia-smi MiB; torch: max allocated GiB), GPU utilisation at the end | bf16: $(cat "$W/train-bf16.peak" 2>/dev/null), fused: $(cat "$W/train-fusion.peak" 2>/dev/null), + checkpointing: $(cat "$W/train-ckpt.peak" 2>/dev/null) | $(tj "hf+peft" peak_mem_gib) GiB; $(cat "$W/torch.peak") |"
+echo "| first training step done after process start (s) | bf16: $(j "$W/train-bf16.json" first_step_done_s), fused: $(j "$W/train-fusion.json" first_step_done_s), + checkpointing: $(j "$W/train-ckpt.json" first_step_done_s) | |"
+echo "| matmul 8192^3 TFLOP/s (burn without autotune) | f32: $(j "$W/matmul-f32.json" tflops), bf16: $(j "$W/matmul-bf16.json" tflops) | bf16: $(tj matmul tflops) |"
+echo "| greedy decode, batch 1, ms/token | cuda: $(j "$W/decode-cuda.json" decode_ms_per_token), wgpu: $(j "$W/decode-wgpu.json" decode_ms_per_token) | generate: $(tj generate tokens_per_s) tokens/s |"
+if [ -n "${OUT:-}" ] && [ -d "$OUT" ]; then tar czf "$OUT/gpu-bench.tgz" -C "$W" --exclude='mem.*' .; fi

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# What burn's autotune buys and costs at the polyglot-ko-1.3b shape, with a persisted tune cache
+# (issue 5: "persist and ship the autotune cache"). Run on a lent GPU after gpu_bench.sh, in the
+# same session if at least 5 minutes of device time are left (under 4.5 minutes, table last):
+#   A. the autotune build, 2 layers at the full widths: tunes every matmul and reduction shape a
+#      LoRA step has (one layer is not enough: the first layer needs no input gradient), and
+#      writes the tune cache;
+#   B. the autotune build, 24 layers, with that cache: time to the first step and tokens/s;
+#   C. the plain build (no autotune), 24 layers: the same, for the ratio on the same card.
+# Build here (bench/README.md): .gpu/autotune/trainer.gz (--features cuda,wgpu,autotune) beside
+# .gpu/plain/trainer.gz. Run: `bash bench/gpu_tune.sh` with carry [".gpu/plain", ".gpu/autotune"],
+# timeout_s 300. DEV, SHAPE, LAYERS, DTYPE as in gpu_bench.sh (dry runs). $OUT gets
+# gpu-tune.tgz, the tune cache (autotune-cache/) included: commit it to ship it.
+set -uo pipefail
+W=${WORK:-/tmp/gpu-tune}  # scratch; $OUT (device tool) gets one archive of it at the end
+rm -rf "$W" && mkdir -p "$W"
+DEADLINE=$((SECONDS + 265))
+for z in .gpu/*/trainer.gz; do [ -f "$z" ] && gunzip -f "$z"; done
+T=./.gpu/plain/trainer
+TA=./.gpu/autotune/trainer
+DEV=${DEV:-cuda}
+SHAPE=${SHAPE:-"--hidden 2048 --heads 16 --inter 8192 --vocab 30080 --batch 8 --seq 512 --lora-r 8 --lora-dropout 0.05"}
+LAYERS=${LAYERS:-24}
+DTYPE=${DTYPE:-bf16}
+export CUDA_PATH=${CUDA_PATH:-/usr/local/cuda}
+printf '[compilation]\ncache = { file = "/tmp/cubecl-cache" }\n[autotune]\ncache = { file = "%s" }\n' \
+  "$W/autotune-cache" > cubecl.toml
+GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+
+run() { # name binary wanted_s reserve_s flags...
+  local name=$1 bin=$2 want=$3 left=$((DEADLINE - SECONDS - $4)); shift 4
+  local t=$(( left < want ? left : want ))
+  [ -x "$bin" ] && [ "$t" -ge 15 ] || { echo "skipped $name"; return; }
+  timeout "$t" "$bin" bench-train --device "$DEV" $SHAPE --dtype "$DTYPE" "$@" \
+    > "$W/$name.json" 2> "$W/$name.err"
+  echo "$name: rc=$? $(grep -m1 'first step' "$W/$name.err")"
+}
+run tune "$TA" 150 80 --layers 2 --steps 3
+run tuned "$TA" 60 25 --layers "$LAYERS" --steps 5
+run plain "$T" 45 0 --layers "$LAYERS" --steps 5
+rm -f cubecl.toml
+find "$W/autotune-cache" -type f 2>/dev/null | sed 's/^/cache file: /'
+
+j() { grep -o "\"$2\":[0-9.e+-]*" "$1" 2>/dev/null | head -1 | cut -d: -f2 | awk '{ if ($1 >= 100) printf "%.0f", $1; else printf "%.3g", $1 }'; }
+tuned=$(j "$W/tuned.json" tokens_per_s); plain=$(j "$W/plain.json" tokens_per_s)
+echo
+echo "card: $GPU ($SECONDS s used)"
+echo "| $DTYPE LoRA step, 1.3b widths | autotune | plain (no autotune) |"
+echo "|---|---|---|"
+echo "| tuning run, 2 layers: first step done (s) | $(j "$W/tune.json" first_step_done_s) | |"
+echo "| $LAYERS layers: first step done (s) | $(j "$W/tuned.json" first_step_done_s) (tune cache warm) | $(j "$W/plain.json" first_step_done_s) |"
+echo "| $LAYERS layers: tokens/s | $tuned | $plain (autotune/plain: $(awk -v a="$tuned" -v b="$plain" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a / b; else print "n/a" }')) |"
+if [ -n "${OUT:-}" ] && [ -d "$OUT" ]; then tar czf "$OUT/gpu-tune.tgz" -C "$W" .; fi

@@ -18,15 +18,8 @@
 # tree that travels is capped at 64 MiB: carry only the builds a script uses). The tables come
 # back in the output's tail; $OUT gets gpu-bench.tgz (every log, profile and JSON line).
 set -uo pipefail
-W=${WORK:-/tmp/gpu-bench}  # scratch; $OUT (device tool) gets one archive of it at the end
-rm -rf "$W" && mkdir -p "$W"
-DEADLINE=$((SECONDS + 465))
-for z in .gpu/*/trainer.gz; do [ -f "$z" ] && gunzip -f "$z"; done
-T=./.gpu/plain/trainer
-TF=./.gpu/fusion/trainer
-export CUDA_PATH=${CUDA_PATH:-/usr/local/cuda}
+. "$(dirname "$0")/gpu_env.sh" gpu-bench 465
 printf '[compilation]\ncache = { file = "/tmp/cubecl-cache" }\n' > cubecl.toml
-GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
 echo "card: $GPU"
 
 cap() { # wanted_seconds -> min(wanted, time left - reserve); 0 when too little is left
@@ -46,12 +39,6 @@ peak() { # file command... -> runs the command while polling GPU memory and util
   local util; util=$(tail -10 "$log" | cut -d, -f2 | sort -n | sed -n 5p | tr -d ' ')
   echo "peak_mib=$(cut -d, -f1 "$log" | sort -n | tail -1) util_end=${util:-?} rc=$rc" > "$res"
 }
-# DEV, SHAPE, LAYERS and DTYPE can be overridden for a dry run without a GPU (bench/README.md).
-DEV=${DEV:-cuda}
-# LoRA dropout 0.05 as in torch_gpu_baseline.py.
-SHAPE=${SHAPE:-"--hidden 2048 --heads 16 --inter 8192 --vocab 30080 --batch 8 --seq 512 --lora-r 8 --lora-dropout 0.05"}
-LAYERS=${LAYERS:-24}
-DTYPE=${DTYPE:-bf16}
 run_train() { # name binary wanted_s flags...
   local name=$1 bin=$2 t; t=$(cap "$3" 60); shift 3
   [ -x "$bin" ] && [ "$t" -gt 0 ] || { echo "skipped $name"; return; }
@@ -89,7 +76,6 @@ for dev in cuda wgpu; do
 done
 rm -f cubecl.toml
 
-j() { grep -o "\"$2\":[0-9.e+-]*" "$1" 2>/dev/null | head -1 | cut -d: -f2 | awk '{ if ($1 >= 100) printf "%.0f", $1; else printf "%.3g", $1 }'; }
 tj() { grep -h "$1" "$W/torch.jsonl" 2>/dev/null | grep -o "\"$2\": [0-9.e+-]*" | head -1 | cut -d' ' -f2; }
 theirs=$(tj "hf+peft" tokens_per_s)
 ratio() { awk -v a="$1" -v b="$theirs" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a / b; else print "n/a" }'; }
@@ -117,4 +103,4 @@ echo "| peak GPU memory (nvidia-smi MiB; torch: max allocated GiB), GPU utilisat
 echo "| first training step done after process start (s) | bf16: $(j "$W/train-bf16.json" first_step_done_s), fused: $(j "$W/train-fusion.json" first_step_done_s), + checkpointing: $(j "$W/train-ckpt.json" first_step_done_s) | |"
 echo "| matmul 8192^3 TFLOP/s (burn without autotune) | f32: $(j "$W/matmul-f32.json" tflops), bf16: $(j "$W/matmul-bf16.json" tflops) | bf16: $(tj matmul tflops) |"
 echo "| greedy decode, batch 1, ms/token | cuda: $(j "$W/decode-cuda.json" decode_ms_per_token), wgpu: $(j "$W/decode-wgpu.json" decode_ms_per_token) | generate: $(tj generate tokens_per_s) tokens/s |"
-if [ -n "${OUT:-}" ] && [ -d "$OUT" ]; then tar czf "$OUT/gpu-bench.tgz" -C "$W" --exclude='mem.*' .; fi
+pack_out --exclude='mem.*'

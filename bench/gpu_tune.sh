@@ -12,20 +12,9 @@
 # timeout_s 300. DEV, SHAPE, LAYERS, DTYPE as in gpu_bench.sh (dry runs). $OUT gets
 # gpu-tune.tgz, the tune cache (autotune-cache/) included: commit it to ship it.
 set -uo pipefail
-W=${WORK:-/tmp/gpu-tune}  # scratch; $OUT (device tool) gets one archive of it at the end
-rm -rf "$W" && mkdir -p "$W"
-DEADLINE=$((SECONDS + 265))
-for z in .gpu/*/trainer.gz; do [ -f "$z" ] && gunzip -f "$z"; done
-T=./.gpu/plain/trainer
-TA=./.gpu/autotune/trainer
-DEV=${DEV:-cuda}
-SHAPE=${SHAPE:-"--hidden 2048 --heads 16 --inter 8192 --vocab 30080 --batch 8 --seq 512 --lora-r 8 --lora-dropout 0.05"}
-LAYERS=${LAYERS:-24}
-DTYPE=${DTYPE:-bf16}
-export CUDA_PATH=${CUDA_PATH:-/usr/local/cuda}
+. "$(dirname "$0")/gpu_env.sh" gpu-tune 265
 printf '[compilation]\ncache = { file = "/tmp/cubecl-cache" }\n[autotune]\ncache = { file = "%s" }\n' \
   "$W/autotune-cache" > cubecl.toml
-GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
 
 run() { # name binary wanted_s reserve_s flags...
   local name=$1 bin=$2 want=$3 left=$((DEADLINE - SECONDS - $4)); shift 4
@@ -41,7 +30,6 @@ run plain "$T" 45 0 --layers "$LAYERS" --steps 5
 rm -f cubecl.toml
 find "$W/autotune-cache" -type f 2>/dev/null | sed 's/^/cache file: /'
 
-j() { grep -o "\"$2\":[0-9.e+-]*" "$1" 2>/dev/null | head -1 | cut -d: -f2 | awk '{ if ($1 >= 100) printf "%.0f", $1; else printf "%.3g", $1 }'; }
 tuned=$(j "$W/tuned.json" tokens_per_s); plain=$(j "$W/plain.json" tokens_per_s)
 echo
 echo "card: $GPU ($SECONDS s used)"
@@ -50,4 +38,4 @@ echo "|---|---|---|"
 echo "| tuning run, 2 layers: first step done (s) | $(j "$W/tune.json" first_step_done_s) | |"
 echo "| $LAYERS layers: first step done (s) | $(j "$W/tuned.json" first_step_done_s) (tune cache warm) | $(j "$W/plain.json" first_step_done_s) |"
 echo "| $LAYERS layers: tokens/s | $tuned | $plain (autotune/plain: $(awk -v a="$tuned" -v b="$plain" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a / b; else print "n/a" }')) |"
-if [ -n "${OUT:-}" ] && [ -d "$OUT" ]; then tar czf "$OUT/gpu-tune.tgz" -C "$W" .; fi
+pack_out

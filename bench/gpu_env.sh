@@ -1,0 +1,28 @@
+# Sourced by gpu_bench.sh and gpu_tune.sh (`. bench/gpu_env.sh NAME SECONDS`): a fresh scratch
+# folder $W (/tmp/NAME; $OUT gets one archive of it at the end: pack_out), the carried builds
+# unpacked ($T plain, $TF fusion, $TA autotune: .gpu/<variant>/trainer.gz), the card's name,
+# a DEADLINE SECONDS from now, the LoRA step's shape and a JSON field reader.
+# DEV, SHAPE, LAYERS and DTYPE can be overridden for a dry run without a GPU (bench/README.md).
+W=${WORK:-/tmp/$1}
+rm -rf "$W" && mkdir -p "$W"
+DEADLINE=$((SECONDS + $2))
+for z in .gpu/*/trainer.gz; do [ -f "$z" ] && gunzip -f "$z"; done
+T=./.gpu/plain/trainer
+TF=./.gpu/fusion/trainer
+TA=./.gpu/autotune/trainer
+export CUDA_PATH=${CUDA_PATH:-/usr/local/cuda}
+GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+DEV=${DEV:-cuda}
+# polyglot-ko-1.3b widths, batch 8 x 512, LoRA r8 on query_key_value with dropout 0.05 as in
+# torch_gpu_baseline.py.
+SHAPE=${SHAPE:-"--hidden 2048 --heads 16 --inter 8192 --vocab 30080 --batch 8 --seq 512 --lora-r 8 --lora-dropout 0.05"}
+LAYERS=${LAYERS:-24}
+DTYPE=${DTYPE:-bf16}
+
+j() { # file field -> the first number of "field" in a JSON file, rounded for a table
+  grep -o "\"$2\":[0-9.e+-]*" "$1" 2>/dev/null | head -1 | cut -d: -f2 |
+    awk '{ if ($1 >= 100) printf "%.0f", $1; else printf "%.3g", $1 }'
+}
+pack_out() { # tar options... : $W into $OUT/NAME.tgz when the device tool gave an $OUT
+  if [ -n "${OUT:-}" ] && [ -d "$OUT" ]; then tar czf "$OUT/$(basename "$W").tgz" -C "$W" "$@" .; fi
+}

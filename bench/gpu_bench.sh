@@ -22,10 +22,6 @@ set -uo pipefail
 printf '[compilation]\ncache = { file = "/tmp/cubecl-cache" }\n' > cubecl.toml
 echo "card: $GPU"
 
-cap() { # wanted_seconds -> min(wanted, time left - reserve); 0 when too little is left
-  local left=$((DEADLINE - SECONDS - ${2:-0}))
-  if [ "$left" -lt 15 ]; then echo 0; elif [ "$1" -lt "$left" ]; then echo "$1"; else echo "$left"; fi
-}
 peak() { # file command... -> runs the command while polling GPU memory and utilisation; writes
   # "peak_mib=N util_end=U rc=R" to file (U: median GPU utilisation % of the last 10 polls, the
   # steady steps); the process's CPU and wall seconds go to stderr (bash `time`): CPU ~ wall with

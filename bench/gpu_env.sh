@@ -1,7 +1,8 @@
 # Sourced by gpu_bench.sh and gpu_tune.sh (`. bench/gpu_env.sh NAME SECONDS`): a fresh scratch
 # folder $W (/tmp/NAME; $OUT gets one archive of it at the end: pack_out), the carried builds
 # unpacked ($T plain, $TF fusion, $TA autotune: .gpu/<variant>/trainer.gz), the card's name,
-# a DEADLINE SECONDS from now, the LoRA step's shape and a JSON field reader.
+# a DEADLINE SECONDS from now (cap: a step's timeout within it), the LoRA step's shape and a
+# JSON field reader.
 # DEV, SHAPE, LAYERS and DTYPE can be overridden for a dry run without a GPU (bench/README.md).
 W=${WORK:-/tmp/$1}
 rm -rf "$W" && mkdir -p "$W"
@@ -19,6 +20,10 @@ SHAPE=${SHAPE:-"--hidden 2048 --heads 16 --inter 8192 --vocab 30080 --batch 8 --
 LAYERS=${LAYERS:-24}
 DTYPE=${DTYPE:-bf16}
 
+cap() { # wanted_seconds [reserve_s] -> min(wanted, time left - reserve); 0 when under 15 s is left
+  local left=$((DEADLINE - SECONDS - ${2:-0}))
+  if [ "$left" -lt 15 ]; then echo 0; elif [ "$1" -lt "$left" ]; then echo "$1"; else echo "$left"; fi
+}
 j() { # file field -> the first number of "field" in a JSON file, rounded for a table
   grep -o "\"$2\":[0-9.e+-]*" "$1" 2>/dev/null | head -1 | cut -d: -f2 |
     awk '{ if ($1 >= 100) printf "%.0f", $1; else printf "%.3g", $1 }'

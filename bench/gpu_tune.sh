@@ -17,9 +17,8 @@ printf '[compilation]\ncache = { file = "/tmp/cubecl-cache" }\n[autotune]\ncache
   "$W/autotune-cache" > cubecl.toml
 
 run() { # name binary wanted_s reserve_s flags...
-  local name=$1 bin=$2 want=$3 left=$((DEADLINE - SECONDS - $4)); shift 4
-  local t=$(( left < want ? left : want ))
-  [ -x "$bin" ] && [ "$t" -ge 15 ] || { echo "skipped $name"; return; }
+  local name=$1 bin=$2 t; t=$(cap "$3" "$4"); shift 4
+  [ -x "$bin" ] && [ "$t" -gt 0 ] || { echo "skipped $name"; return; }
   timeout "$t" "$bin" bench-train --device "$DEV" $SHAPE --dtype "$DTYPE" "$@" \
     > "$W/$name.json" 2> "$W/$name.err"
   echo "$name: rc=$? $(grep -m1 'first step' "$W/$name.err")"

@@ -176,24 +176,22 @@ pub fn probe<R: CubeRuntime>(
                     }
                     Some(r) => rel_diff::<R>(&out, r),
                 });
-                let line = match first {
-                    Err(e) => {
-                        serde_json::json!({"m": m, "k": k, "n": n, "dtype": format!("{dtype:?}"),
-                        "routine": name, "error": e.trim().chars().take(200).collect::<String>()})
-                    }
+                let mut line = serde_json::json!({"m": m, "k": k, "n": n,
+                    "dtype": format!("{dtype:?}"), "routine": name});
+                match first {
+                    Err(e) => line["error"] = e.trim().chars().take(200).collect::<String>().into(),
                     Ok(first_s) => {
-                        let out = &out;
                         let t = Instant::now();
                         for _ in 0..reps {
-                            launch(&strategy, &a, &b, out).map_err(anyhow::Error::msg)?;
+                            launch(&strategy, &a, &b, &out).map_err(anyhow::Error::msg)?;
                         }
                         sync()?;
                         let dt = t.elapsed().as_secs_f64() / reps as f64;
-                        let tflops = 2.0 * (m * k * n) as f64 / dt / 1e12;
-                        serde_json::json!({"m": m, "k": k, "n": n, "dtype": format!("{dtype:?}"),
-                            "routine": name, "tflops": tflops, "first_call_s": first_s, "rel_err_vs_auto": rel_err})
+                        line["tflops"] = (2.0 * (m * k * n) as f64 / dt / 1e12).into();
+                        line["first_call_s"] = first_s.into();
+                        line["rel_err_vs_auto"] = rel_err.into();
                     }
-                };
+                }
                 emit(line);
             }
         }

@@ -118,17 +118,18 @@ impl<B: Backend> FlatGrads<B> {
         }
     }
 
-    /// Offset of each key in the flat block.
+    /// Offset and length of each key in the flat block.
     fn offsets(&self) -> HashMap<&str, (usize, usize)> {
-        let mut at = 0;
-        self.layout
-            .iter()
-            .map(|(k, n)| {
-                at += n;
-                (k.as_str(), (at - n, *n))
-            })
-            .collect()
+        spans(&self.layout).map(|(k, at, n)| (k, (at, n))).collect()
     }
+}
+
+/// Each key of a flat layout with its offset and length.
+fn spans(layout: &[(String, usize)]) -> impl Iterator<Item = (&str, usize, usize)> {
+    layout.iter().scan(0, |at, (k, n)| {
+        *at += n;
+        Some((k.as_str(), *at - n, *n))
+    })
 }
 
 /// The factor `clip_grad_norm_` scales the gradients by: `max_norm / (norm + 1e-6)` when the
@@ -223,11 +224,10 @@ impl<B: Backend> AdamW<B> {
             if mo.layout == grads.layout {
                 return (mo.m, mo.v);
             }
-            let mut at = 0;
-            for (k, n) in &mo.layout {
-                let part = |t: &Tensor<B, 1>| t.clone().narrow(0, at, *n);
-                self.loaded.insert(k.clone(), (part(&mo.m), part(&mo.v)));
-                at += n;
+            for (k, at, n) in spans(&mo.layout) {
+                let part = |t: &Tensor<B, 1>| t.clone().narrow(0, at, n);
+                self.loaded
+                    .insert(k.to_string(), (part(&mo.m), part(&mo.v)));
             }
         }
         let device = grads.flat.device();
@@ -295,10 +295,8 @@ impl<B: Backend> AdamW<B> {
         if let Some(mo) = &self.moments {
             // One read-back per moment, cut on the host.
             let (m, v) = (host(mo.m.clone()), host(mo.v.clone()));
-            let mut at = 0;
-            for (k, n) in &mo.layout {
+            for (k, at, n) in spans(&mo.layout) {
                 push(k, m[at..at + n].to_vec(), v[at..at + n].to_vec());
-                at += n;
             }
         }
         let mut keys: Vec<&String> = self.loaded.keys().collect();

@@ -6,6 +6,9 @@ Usage: python3 bench/train_step_cpu.py [--trainer PATH] [--threads 2] [--hidden 
        --heads 4 --inter 1024 --vocab 1024 --batch 4 --seq 128 --steps 10] [--grad-checkpointing]
 --grad-checkpointing: ours `bench-train --grad-checkpointing` (per-layer recomputation);
 HF `gradient_checkpointing_enable(use_reentrant=False)` (the same per-layer recomputation).
+--quant nf4: QLoRA. Ours `bench-train --quant nf4`; HF loads the same random model with
+`BitsAndBytesConfig(load_in_4bit, nf4, double quantization, compute dtype float32)` (needs
+bitsandbytes; its CPU kernels) and adds the same LoRA. `embed_out` stays f32 on both sides.
 Needs: pip install torch transformers peft; cargo build --release -p trainer; GNU time.
 """
 import argparse, json, os, platform, subprocess, sys, time
@@ -26,6 +29,15 @@ def hf_child(a):
                         use_parallel_residual=True, max_position_embeddings=max(a.seq, 128),
                         tie_word_embeddings=False)
     base = GPTNeoXForCausalLM(cfg)
+    if a.quant == "nf4":
+        import tempfile
+        from transformers import BitsAndBytesConfig
+        tmp = tempfile.mkdtemp()
+        base.save_pretrained(tmp)
+        q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                               bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.float32)
+        base = GPTNeoXForCausalLM.from_pretrained(tmp, quantization_config=q, dtype=torch.float32,
+                                                  device_map="cpu")
     if a.grad_checkpointing:
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         base.enable_input_require_grads()
@@ -61,6 +73,7 @@ def main():
     ap.add_argument("--trainer", default=default_bin)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--grad-checkpointing", action="store_true")
+    ap.add_argument("--quant", choices=["none", "nf4"], default="none")
     ap.add_argument("--hf-child", action="store_true", help=argparse.SUPPRESS)
     for k, v in SHAPE_KEYS.items():
         ap.add_argument(f"--{k}", type=int, default=v)
@@ -71,11 +84,13 @@ def main():
     env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads))
     shape_args = [x for k in SHAPE_KEYS for x in (f"--{k}", getattr(a, k))]
     ckpt = ["--grad-checkpointing"] if a.grad_checkpointing else []
+    ckpt += ["--quant", a.quant]
     ours, ours_mb = timed([a.trainer, "bench-train"] + shape_args + ckpt, env)
     hf, hf_mb = timed([sys.executable, __file__, "--hf-child", "--threads", a.threads] + shape_args + ckpt, env)
 
     shape = f"h{a.hidden} L{a.layers} heads{a.heads} F{a.inter} V{a.vocab} b{a.batch}x{a.seq}"
     shape += " ckpt" if a.grad_checkpointing else ""
+    shape += " nf4" if a.quant == "nf4" else ""
     print(f"{'impl':<14}{'ms/step':>10}{'tokens/s':>12}{'peak RSS MB':>14}")
     print(f"{'law-polyglot':<14}{ours['ms_per_step']:>10.1f}{ours['tokens_per_s']:>12.0f}{ours_mb:>14.0f}")
     print(f"{'hf+peft':<14}{hf['ms_per_step']:>10.1f}{hf['tokens_per_s']:>12.0f}{hf_mb:>14.0f}")

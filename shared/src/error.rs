@@ -69,6 +69,8 @@ pub enum LoadError {
         file: String,
         dtype: String,
     },
+    #[error("{file}: {what}")]
+    Unsupported { file: String, what: String },
 }
 
 #[derive(Debug, Error)]

@@ -11,6 +11,7 @@ use burn::nn::{Embedding, LayerNormConfig};
 use burn::tensor::{Distribution, Tensor, TensorData, backend::Backend};
 
 use crate::attention::Attention;
+use crate::base_weight::BaseWeight;
 use crate::config::GptNeoxConfig;
 use crate::layer::Layer;
 use crate::linear::Linear;
@@ -32,7 +33,7 @@ impl<B: Backend> GptNeoxForCausalLM<B> {
             config.vocab_size,
         );
         let mut lin = |d_in: usize, d_out: usize, bias: bool| Linear {
-            weight: Param::from_tensor(draw([d_in, d_out])),
+            weight: BaseWeight::Dense(Param::from_tensor(draw([d_in, d_out]))),
             bias: bias.then(|| Param::from_tensor(Tensor::zeros([d_out], device))),
             lora: None,
         };
@@ -41,9 +42,10 @@ impl<B: Backend> GptNeoxForCausalLM<B> {
                 .with_epsilon(config.layer_norm_eps)
                 .init(device)
         };
-        let embed_in = Embedding {
-            weight: lin(v, h, false).weight,
+        let BaseWeight::Dense(embed) = lin(v, h, false).weight else {
+            unreachable!("lin makes dense weights")
         };
+        let embed_in = Embedding { weight: embed };
         let layers = (0..config.num_hidden_layers)
             .map(|_| Layer {
                 input_layernorm: ln(),

@@ -4,6 +4,7 @@
 
 pub mod activation;
 pub mod attention;
+pub mod base_weight;
 pub mod cache;
 pub mod config;
 pub mod error;
@@ -20,6 +21,7 @@ pub mod mlp;
 pub mod model;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod model_dir;
+pub mod nf4;
 pub mod package;
 pub mod precision;
 pub mod prompt;

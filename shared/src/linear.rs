@@ -1,12 +1,14 @@
 //! A linear layer with HF's tensor names whose frozen base weight may carry a LoRA adapter
 //! (PEFT's `LoraLayer`): `y = x·W + b + dropout(x)·A·B·scaling`.
 //!
-//! The base weight is the seam for quantized bases: QLoRA (NF4) and LoRA-8bit replace how
-//! `base_forward` computes `x·W`, nothing else.
+//! The base weight is the seam for quantized bases: an NF4 weight (QLoRA, `base_weight.rs`)
+//! changes how `base_forward` gets `W`, nothing else.
 
 use burn::module::{Module, Param};
 use burn::nn::Dropout;
 use burn::tensor::{Tensor, backend::Backend};
+
+use crate::base_weight::BaseWeight;
 
 /// A LoRA adapter in burn layout: `lora_a` is `[in, r]` (PEFT's `lora_A.weight` is `[r, in]`),
 /// `lora_b` is `[r, out]` (PEFT's `lora_B.weight` is `[out, r]`).
@@ -21,8 +23,8 @@ pub struct Lora<B: Backend> {
 
 #[derive(Module, Debug)]
 pub struct Linear<B: Backend> {
-    /// `[in, out]`; HF stores `[out, in]`.
-    pub weight: Param<Tensor<B, 2>>,
+    /// `[in, out]`; HF stores `[out, in]`. Dense or NF4.
+    pub weight: BaseWeight<B>,
     pub bias: Option<Param<Tensor<B, 1>>>,
     pub lora: Option<Lora<B>>,
 }
@@ -37,9 +39,10 @@ impl<B: Backend> Linear<B> {
     }
 
     /// `x·W + b` with the frozen base. A base stored in another dtype (bf16, see
-    /// `precision.rs`) multiplies in that dtype; the result comes back in `x`'s dtype.
+    /// `precision.rs`) multiplies in that dtype; the result comes back in `x`'s dtype. An NF4
+    /// base is dequantized first.
     pub fn base_forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let (w, bias) = (self.weight.val(), self.bias.as_ref().map(|b| b.val()));
+        let (w, bias) = (self.weight.dense(), self.bias.as_ref().map(|b| b.val()));
         let (xd, wd) = (x.dtype(), w.dtype());
         if xd == wd {
             return burn::tensor::module::linear(x, w, bias);
@@ -71,10 +74,10 @@ impl<B: Backend> Linear<B> {
         match self.lora {
             None => self,
             Some(l) => {
-                let w = self.weight.val();
+                let w = self.weight.dense();
                 let delta = (l.lora_a.val().matmul(l.lora_b.val()) * l.scaling).cast(w.dtype());
                 Self {
-                    weight: Param::from_tensor(w + delta),
+                    weight: BaseWeight::Dense(Param::from_tensor(w + delta)),
                     bias: self.bias,
                     lora: None,
                 }

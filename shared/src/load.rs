@@ -8,6 +8,7 @@ use crate::linear::Linear;
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 
 use crate::attention::Attention;
+use crate::base_weight::{BaseFormat, BaseWeight, Nf4Weight};
 use crate::config::GptNeoxConfig;
 use crate::error::LoadError;
 use crate::layer::Layer;
@@ -18,6 +19,8 @@ use crate::weights::Checkpoint;
 struct Loader<'a, B: Backend> {
     ckpt: &'a Checkpoint,
     device: &'a B::Device,
+    /// How the layers' linear weights are held (`embed_out` stays dense, as in transformers).
+    base: BaseFormat,
 }
 
 impl<B: Backend> Loader<'_, B> {
@@ -37,6 +40,17 @@ impl<B: Backend> Loader<'_, B> {
         d_out: usize,
         bias: bool,
     ) -> Result<Linear<B>, LoadError> {
+        self.linear_as(prefix, d_in, d_out, bias, self.base)
+    }
+
+    fn linear_as(
+        &self,
+        prefix: &str,
+        d_in: usize,
+        d_out: usize,
+        bias: bool,
+        base: BaseFormat,
+    ) -> Result<Linear<B>, LoadError> {
         let w = self
             .ckpt
             .tensor(&format!("{prefix}.weight"), &[d_out, d_in])?;
@@ -45,8 +59,18 @@ impl<B: Backend> Loader<'_, B> {
         } else {
             None
         };
+        let weight = match base {
+            BaseFormat::Dense => BaseWeight::Dense(self.param(w.transposed(), [d_in, d_out])),
+            BaseFormat::Nf4 { double } => BaseWeight::Nf4(Nf4Weight::quantize(
+                &w.data,
+                d_in,
+                d_out,
+                double,
+                self.device,
+            )),
+        };
         Ok(Linear {
-            weight: self.param(w.transposed(), [d_in, d_out]),
+            weight,
             bias,
             lora: None,
         })
@@ -103,7 +127,19 @@ impl<B: Backend> GptNeoxForCausalLM<B> {
         ckpt: &Checkpoint,
         device: &B::Device,
     ) -> Result<Self, LoadError> {
-        let l = Loader::<B> { ckpt, device };
+        Self::load_as(config, ckpt, device, BaseFormat::Dense)
+    }
+
+    /// [`Self::load`] with the layers' linear weights held as `base` (NF4 for QLoRA: each
+    /// weight is quantized on the host as it is read, so the dense model never sits on the
+    /// device). `embed_out` stays dense.
+    pub fn load_as(
+        config: &GptNeoxConfig,
+        ckpt: &Checkpoint,
+        device: &B::Device,
+        base: BaseFormat,
+    ) -> Result<Self, LoadError> {
+        let l = Loader::<B> { ckpt, device, base };
         let (v, h) = (config.vocab_size, config.hidden_size);
         let embed = ckpt.tensor("gpt_neox.embed_in.weight", &[v, h])?;
         let layers = (0..config.num_hidden_layers)
@@ -121,7 +157,7 @@ impl<B: Backend> GptNeoxForCausalLM<B> {
                     config.layer_norm_eps,
                 )?,
             },
-            embed_out: l.linear("embed_out", h, v, false)?,
+            embed_out: l.linear_as("embed_out", h, v, false, BaseFormat::Dense)?,
             rotary_ndims: config.rotary_ndims,
             rotary_base: config.rotary_emb_base,
         })

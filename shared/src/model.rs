@@ -86,7 +86,7 @@ impl<B: Backend> GptNeoxForCausalLM<B> {
     ) -> Tensor<B, 2> {
         let h = self.forward_hidden(input_ids, cache);
         let [b, t, _] = h.dims();
-        let vocab = self.embed_out.weight.dims()[1];
+        let vocab = self.embed_out.d_output();
         self.embed_out
             .forward(h.narrow(1, t - 1, 1))
             .reshape([b, vocab])

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
 
+use crate::base_weight::BaseFormat;
 use crate::{Checkpoint, GptNeoxConfig, GptNeoxForCausalLM, LoadError, Tokenizer, TokenizerError};
 
 /// A loaded model folder.
@@ -30,7 +31,19 @@ pub fn load_tokenizer(dir: &Path, config: &GptNeoxConfig) -> Result<Tokenizer, L
 impl<B: Backend> ModelDir<B> {
     /// Load an HF model folder, or a web package folder (one with `manifest.json`).
     pub fn load(dir: &Path, device: &B::Device) -> Result<Self, LoadError> {
+        Self::load_as(dir, device, BaseFormat::Dense)
+    }
+
+    /// [`Self::load`] with the base's linear weights held as `base` (HF folders only).
+    pub fn load_as(dir: &Path, device: &B::Device, base: BaseFormat) -> Result<Self, LoadError> {
         if dir.join(crate::manifest::MANIFEST_FILE).is_file() {
+            if base != BaseFormat::Dense {
+                return Err(LoadError::Unsupported {
+                    file: dir.display().to_string(),
+                    what: "a quantized base (--quant) needs an HF model folder, not a web package"
+                        .into(),
+                });
+            }
             let p = crate::package::Package::open_dir(dir, device)?;
             return Ok(Self {
                 dir: dir.to_path_buf(),
@@ -42,7 +55,7 @@ impl<B: Backend> ModelDir<B> {
         let config = GptNeoxConfig::from_hf_file(&dir.join("config.json"))?;
         let tokenizer = load_tokenizer(dir, &config)?;
         let ckpt = Checkpoint::open_dir(dir)?;
-        let model = GptNeoxForCausalLM::load(&config, &ckpt, device)?;
+        let model = GptNeoxForCausalLM::load_as(&config, &ckpt, device, base)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             config,

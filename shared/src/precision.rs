@@ -7,12 +7,16 @@
 use burn::tensor::FloatDType;
 use burn::tensor::backend::Backend;
 
+use crate::base_weight::BaseWeight;
 use crate::linear::Linear;
 use crate::model::GptNeoxForCausalLM;
 
-/// Cast in place, keeping the parameter id.
+/// Cast in place, keeping the parameter id. An NF4 weight stays NF4 and is dequantized to `dtype`.
 fn cast<B: Backend>(lin: &mut Linear<B>, dtype: FloatDType) {
-    lin.weight = lin.weight.clone().map(|w| w.cast(dtype));
+    match &mut lin.weight {
+        BaseWeight::Dense(w) => *w = w.clone().map(|w| w.cast(dtype)),
+        BaseWeight::Nf4(q) => q.bf16 = dtype == FloatDType::BF16,
+    }
 }
 
 impl<B: Backend> GptNeoxForCausalLM<B> {

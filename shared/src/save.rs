@@ -115,7 +115,7 @@ pub fn hf_tensors<B: Backend>(model: &GptNeoxForCausalLM<B>) -> Vec<NamedTensor>
             lin.lora.is_none(),
             "{name}: merge adapters before exporting"
         );
-        out.push(hf_linear(format!("{name}.weight"), lin.weight.val()));
+        out.push(hf_linear(format!("{name}.weight"), lin.weight.dense()));
         if let Some(b) = &lin.bias {
             out.push(vec1(format!("{name}.bias"), b.val()));
         }
@@ -127,7 +127,7 @@ pub fn hf_tensors<B: Backend>(model: &GptNeoxForCausalLM<B>) -> Vec<NamedTensor>
     );
     out.push(hf_linear(
         "embed_out.weight".into(),
-        model.embed_out.weight.val(),
+        model.embed_out.weight.dense(),
     ));
     out
 }

@@ -14,6 +14,10 @@ fn args(model: &str, data: std::path::PathBuf) -> EvalArgs {
         max_len: 2048,
         json: true,
         device: trainer::device::DeviceArg::Cpu,
+        quant: trainer::cmd::quant_args::QuantArgs {
+            quant: trainer::cmd::quant_args::QuantArg::None,
+            no_double_quant: false,
+        },
     }
 }
 

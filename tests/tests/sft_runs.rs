@@ -334,3 +334,73 @@ fn checkpointing_and_bf16_follow_the_f32_run() {
     }
     assert_ne!(losses(&a), base, "dropout changed nothing");
 }
+
+/// QLoRA: `--quant nf4` trains LoRA over the NF4 base. Its losses are not the dense run's (the
+/// base differs by its quantization error) but stay near them; per-layer recomputation and two
+/// data-parallel CPU replicas (the packed codes copied to each) follow the same trajectory; the
+/// run config records the format; the adapter is a plain PEFT adapter that loads onto the
+/// dense base.
+#[test]
+fn qlora_run_follows_the_dense_run_and_writes_a_peft_adapter() {
+    let _turn = one_at_a_time();
+    let dense = losses(&sft_plain("qlora-dense", "4", &[]));
+    let out = sft_plain("qlora-nf4", "4", &["--quant", "nf4"]);
+    let nf4 = losses(&out);
+    let ckpt = losses(&sft_plain(
+        "qlora-ckpt",
+        "4",
+        &["--quant", "nf4", "--grad-checkpointing"],
+    ));
+    let ddp = losses(&sft_plain(
+        "qlora-ddp",
+        "2",
+        &["--quant", "nf4", "--devices", "0,1"],
+    ));
+    assert_eq!(nf4.len(), 5);
+    let mut max_rel = 0f64;
+    for (((s, q), (_, c)), ((_, p), (_, d))) in nf4.iter().zip(&ckpt).zip(ddp.iter().zip(&dense)) {
+        assert!(
+            (q - c).abs() <= 1e-5 * q,
+            "step {s}: {q} vs checkpointed {c}"
+        );
+        assert!((q - p).abs() <= 1e-5 * q, "step {s}: {q} vs 2 devices {p}");
+        max_rel = max_rel.max((q - d).abs() / d);
+    }
+    assert!(
+        max_rel > 1e-4 && max_rel < 0.05,
+        "nf4 vs dense relative loss difference {max_rel}"
+    );
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("run_config.json")).unwrap())
+            .unwrap();
+    assert_eq!(cfg["quant"]["quant"], "nf4");
+    assert_eq!(cfg["quant"]["double_quant"], true);
+    let device = Default::default();
+    let mut m =
+        shared::model_dir::ModelDir::<burn::backend::Flex>::load(&model_dir("neox-a"), &device)
+            .unwrap()
+            .model;
+    shared::peft::load_adapter(&mut m, &out, &device).unwrap();
+}
+
+/// `--quant` is for LoRA: `pretrain --full --quant nf4` is refused by the command line.
+#[test]
+fn full_training_refuses_a_quantized_base() {
+    let err = trainer::cli::run_args([
+        "trainer",
+        "pretrain",
+        "--data",
+        "x.txt",
+        "--config",
+        "c.json",
+        "--tokenizer",
+        "t.json",
+        "--out",
+        "o",
+        "--full",
+        "--quant",
+        "nf4",
+    ])
+    .unwrap_err();
+    assert!(err.to_string().contains("--quant"), "{err}");
+}

@@ -1,12 +1,14 @@
 //! The training step against PEFT: one micro-batch of the fixture model with a trainable PEFT
 //! adapter gives HF's loss and PEFT's LoRA gradients (`tests/fixtures/gen/make_grad_golden.py`),
-//! with and without per-layer recomputation (`--grad-checkpointing`).
+//! with and without per-layer recomputation (`--grad-checkpointing`); and the same over an NF4
+//! base against transformers + bitsandbytes + PEFT (QLoRA, `make_qlora_golden.py`).
 
 mod common;
 
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::{Int, Tensor, TensorData};
 use common::*;
+use shared::base_weight::BaseFormat;
 use shared::model_dir::ModelDir;
 use trainer::train::batch::Batch;
 use trainer::train::optim::GradSum;
@@ -14,8 +16,12 @@ use trainer::train::step::forward_backward;
 
 type AB = Autodiff<Flex>;
 
-fn golden() -> serde_json::Value {
-    let path = golden_dir().join("../optim/peft_grads.json");
+fn golden(base: BaseFormat) -> serde_json::Value {
+    let file = match base {
+        BaseFormat::Dense => "peft_grads.json",
+        BaseFormat::Nf4 { .. } => "peft_grads_nf4.json",
+    };
+    let path = golden_dir().join("../optim").join(file);
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -24,10 +30,10 @@ fn ints(v: &serde_json::Value) -> Vec<Vec<i64>> {
 }
 
 /// Our loss and gradients (by module path, in burn's layout) for the golden batch.
-fn ours(recompute: bool) -> (f64, GradSum<Flex>) {
-    let g = golden();
+fn ours(recompute: bool, base: BaseFormat) -> (f64, GradSum<Flex>) {
+    let g = golden(base);
     let device = Default::default();
-    let mut m = ModelDir::<AB>::load(&model_dir("neox-a"), &device)
+    let mut m = ModelDir::<AB>::load_as(&model_dir("neox-a"), &device, base)
         .unwrap()
         .model;
     shared::peft::load_adapter(&mut m, &model_dir("peft-a"), &device).unwrap();
@@ -48,9 +54,9 @@ fn ours(recompute: bool) -> (f64, GradSum<Flex>) {
     (loss.into_scalar() as f64, grads)
 }
 
-fn check(recompute: bool) {
-    let g = golden();
-    let (loss, grads) = ours(recompute);
+fn check(recompute: bool, base: BaseFormat) {
+    let g = golden(base);
+    let (loss, grads) = ours(recompute, base);
     let want = g["loss"].as_f64().unwrap();
     assert!(
         (loss - want).abs() <= 1e-5 * want,
@@ -87,10 +93,35 @@ fn check(recompute: bool) {
 
 #[test]
 fn lora_gradients_match_peft() {
-    check(false);
+    check(false, BaseFormat::Dense);
 }
 
 #[test]
 fn recomputed_lora_gradients_match_peft() {
-    check(true);
+    check(true, BaseFormat::Dense);
+}
+
+const NF4: BaseFormat = BaseFormat::Nf4 { double: true };
+
+#[test]
+fn qlora_gradients_match_peft_over_bitsandbytes() {
+    check(false, NF4);
+}
+
+#[test]
+fn recomputed_qlora_gradients_match_peft_over_bitsandbytes() {
+    check(true, NF4);
+}
+
+/// The NF4 golden differs from the dense one, so the QLoRA test above cannot pass on a dense base.
+#[test]
+fn the_nf4_golden_is_not_the_dense_one() {
+    let (dense, nf4) = (golden(BaseFormat::Dense), golden(NF4));
+    let (a, b) = (
+        dense["loss"].as_f64().unwrap(),
+        nf4["loss"].as_f64().unwrap(),
+    );
+    assert!((a - b).abs() > 1e-3 * a, "losses {a} and {b}");
+    let (ours_dense, _) = ours(false, BaseFormat::Dense);
+    assert!((ours_dense - b).abs() > 1e-3 * b);
 }

@@ -51,6 +51,10 @@ fn native_answer(package: &Path, question: &str, max_new: usize) -> (Vec<u32>, S
         seed: 0,
         device: "cpu".parse().unwrap(),
         stats: false,
+        quant: trainer::cmd::quant_args::QuantArgs {
+            quant: trainer::cmd::quant_args::QuantArg::None,
+            no_double_quant: false,
+        },
     };
     let text = trainer::cmd::generate::generate_to(&args, &mut std::io::sink()).unwrap();
     let p = Package::<B>::open_dir(package, &Default::default()).unwrap();

@@ -49,6 +49,8 @@ pub struct BenchTrainArgs {
     /// Per-layer activation checkpointing (as `sft --grad-checkpointing`).
     #[arg(long)]
     pub grad_checkpointing: bool,
+    #[command(flatten)]
+    pub quant: crate::cmd::quant_args::QuantArgs,
 }
 
 pub fn run(args: BenchTrainArgs) -> Result<()> {
@@ -81,6 +83,10 @@ fn bench_on<AB: AutodiffBackend>(
         target_modules: TargetModules::List(vec!["query_key_value".into()]),
         use_rslora: false,
     };
+    if args.lora_r == 0 && args.quant.format() != shared::base_weight::BaseFormat::Dense {
+        anyhow::bail!("--quant needs LoRA (--lora-r > 0): a quantized base is frozen");
+    }
+    model = crate::cmd::quant_args::quantize_loaded(model, args.quant.format());
     if args.dtype == crate::device::DTypeArg::Bf16 {
         model = model.cast_base(burn::tensor::FloatDType::BF16);
     }
@@ -135,6 +141,7 @@ fn bench_on<AB: AutodiffBackend>(
             "impl": "law-polyglot",
             "dtype": args.dtype,
             "grad_checkpointing": args.grad_checkpointing,
+            "quant": args.quant.json(),
             "ms_per_step": dt * 1e3,
             "tokens_per_s": (args.batch * args.seq) as f64 / dt,
             "init_s": init_s,

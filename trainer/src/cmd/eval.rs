@@ -33,12 +33,19 @@ pub struct EvalArgs {
     pub json: bool,
     #[arg(long, default_value = "cpu")]
     pub device: DeviceArg,
+    #[command(flatten)]
+    pub quant: crate::cmd::quant_args::QuantArgs,
 }
 
 pub fn summarize(args: &EvalArgs) -> Result<EvalSummary> {
     let records = read_jsonl(&args.data)?;
     with_backend!(args.device.clone(), |B, device| {
-        let m = crate::cmd::load_model::<B>(&args.model, args.adapter.as_deref(), &device)?;
+        let m = crate::cmd::load_model::<B>(
+            &args.model,
+            args.adapter.as_deref(),
+            args.quant.format(),
+            &device,
+        )?;
         evaluate(
             &m.model,
             &m.tokenizer,

@@ -47,6 +47,8 @@ pub struct GenerateArgs {
     /// Print the time to the first token and the decode speed to stderr.
     #[arg(long)]
     pub stats: bool,
+    #[command(flatten)]
+    pub quant: crate::cmd::quant_args::QuantArgs,
 }
 
 impl GenerateArgs {
@@ -72,7 +74,12 @@ pub fn generate_to(args: &GenerateArgs, out: &mut dyn Write) -> Result<String> {
             .model
             .clone()
             .unwrap_or_else(|| crate::paths::bundled(crate::paths::DEMO_MODEL));
-        let m = crate::cmd::load_model::<B>(&model, args.adapter.as_deref(), &device)?;
+        let m = crate::cmd::load_model::<B>(
+            &model,
+            args.adapter.as_deref(),
+            args.quant.format(),
+            &device,
+        )?;
         let t0 = std::time::Instant::now();
         let mut first: Option<std::time::Duration> = None;
         let prompt = m.tokenizer.encode(&args.prompt_text())?;

@@ -12,6 +12,7 @@ pub mod lora_args;
 pub mod matmul_probe;
 pub mod merge;
 pub mod pretrain;
+pub mod quant_args;
 pub mod sft;
 pub mod tokenizer;
 
@@ -19,15 +20,18 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use burn::tensor::backend::Backend;
+use shared::base_weight::BaseFormat;
 use shared::model_dir::ModelDir;
 
-/// Load a model folder and, optionally, a PEFT adapter onto it.
+/// Load a model folder (its linear weights held as `base`) and, optionally, a PEFT adapter onto
+/// it.
 pub fn load_model<B: Backend>(
     model: &Path,
     adapter: Option<&Path>,
+    base: BaseFormat,
     device: &B::Device,
 ) -> Result<ModelDir<B>> {
-    let mut m = ModelDir::<B>::load(model, device)
+    let mut m = ModelDir::<B>::load_as(model, device, base)
         .with_context(|| format!("loading model {}", model.display()))?;
     if let Some(a) = adapter {
         shared::peft::load_adapter(&mut m.model, a, device)

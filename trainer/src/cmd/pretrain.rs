@@ -35,8 +35,10 @@ pub struct PretrainArgs {
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
     /// Train every weight instead of LoRA adapters.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "quant")]
     pub full: bool,
+    #[command(flatten)]
+    pub quant: crate::cmd::quant_args::QuantArgs,
     #[arg(long, default_value_t = 256)]
     pub max_len: usize,
     /// Hold out this fraction of the blocks for eval loss.
@@ -126,7 +128,7 @@ pub fn run(args: PretrainArgs) -> Result<()> {
         type AB = Autodiff<B>;
         let (config, tokenizer, tok_path, mut model) = match (&args.base, &args.config) {
             (Some(base), _) => {
-                let m = ModelDir::<AB>::load(base, &device)
+                let m = ModelDir::<AB>::load_as(base, &device, args.quant.format())
                     .with_context(|| format!("loading {}", base.display()))?;
                 (m.config, m.tokenizer, base.join("tokenizer.json"), m.model)
             }
@@ -149,6 +151,7 @@ pub fn run(args: PretrainArgs) -> Result<()> {
                     spec.seed,
                     &device,
                 );
+                let model = crate::cmd::quant_args::quantize_loaded(model, args.quant.format());
                 (config, tokenizer, tok_path, model)
             }
             (None, None) => bail!("give --base DIR or --config FILE --tokenizer FILE"),
@@ -202,7 +205,7 @@ pub fn run(args: PretrainArgs) -> Result<()> {
             serde_json::to_string_pretty(&json!({
                 "command": "pretrain", "data": files, "base": args.base, "config": args.config,
                 "full": args.full, "max_len": args.max_len, "lora": (!args.full).then_some(&lora_cfg),
-                "train": spec, "model_config": config,
+                "train": spec, "model_config": config, "quant": args.quant.json(),
             }))?,
         )?;
         let (model, summary) = train(

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use burn::backend::Autodiff;
-use burn::module::{AutodiffModule, Module};
+use burn::module::AutodiffModule;
 use burn::tensor::FloatDType;
 use burn::tensor::backend::AutodiffBackend;
 use clap::Args;
@@ -69,6 +69,8 @@ pub struct SftArgs {
     /// softmax and the loss stay f32.
     #[arg(long, value_enum, default_value = "f32")]
     pub dtype: crate::device::DTypeArg,
+    #[command(flatten)]
+    pub quant: crate::cmd::quant_args::QuantArgs,
 }
 
 /// What `run` prepares before a backend is chosen.
@@ -103,7 +105,7 @@ pub fn to_examples(
 
 /// PEFT's `print_trainable_parameters` line.
 pub fn trainable_line<B: burn::tensor::backend::Backend>(model: &GptNeoxForCausalLM<B>) -> String {
-    let all = model.num_params();
+    let all = model.num_model_params();
     let trainable: usize = model
         .linears()
         .iter()
@@ -210,7 +212,7 @@ where
     AB::Device: IndexedDevice,
 {
     args.dtype.check::<AB>(&device)?;
-    let m = ModelDir::<AB>::load(&plan.model_dir, &device)
+    let m = ModelDir::<AB>::load_as(&plan.model_dir, &device, args.quant.format())
         .with_context(|| format!("loading base model {}", plan.model_dir.display()))?;
     let (train_set, cut) = to_examples(&plan.records, &m.tokenizer, args.template, args.max_len)?;
     let (eval_set, eval_cut) = to_examples(
@@ -252,6 +254,7 @@ where
             "device": format!("{:?}", args.device),
             "devices": args.devices,
             "dtype": args.dtype,
+            "quant": args.quant.json(),
         }))?,
     )?;
     let (model, summary) = train(

@@ -31,7 +31,7 @@ impl<AB: AutodiffBackend> WeightIo<AB> for LoraIo {
         mut model: GptNeoxForCausalLM<AB>,
         dir: &Path,
     ) -> Result<GptNeoxForCausalLM<AB>> {
-        let device = model.embed_out.weight.device();
+        let device = model.gpt_neox.embed_in.weight.device();
         shared::peft::load_adapter(&mut model, dir, &device)?;
         Ok(model)
     }
@@ -56,7 +56,7 @@ impl<AB: AutodiffBackend> WeightIo<AB> for FullIo {
         )?)
     }
     fn load(&self, model: GptNeoxForCausalLM<AB>, dir: &Path) -> Result<GptNeoxForCausalLM<AB>> {
-        let device = model.embed_out.weight.device();
+        let device = model.gpt_neox.embed_in.weight.device();
         let ckpt = shared::Checkpoint::open_dir(dir)?;
         Ok(GptNeoxForCausalLM::load(&self.config, &ckpt, &device)?)
     }

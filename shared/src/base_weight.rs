@@ -11,7 +11,7 @@
 use burn::module::{Module, Param, ParamId};
 use burn::tensor::{DType, ElementConversion, Int, Tensor, TensorData, backend::Backend};
 
-use crate::nf4::{Absmax, NESTED_BLOCKSIZE, NF4, Nf4, dynamic_map, pack_words};
+use crate::nf4::{Absmax, NESTED_BLOCKSIZE, Nf4, pack_words};
 
 /// How the frozen base weights of the linear layers are held (`--quant`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -143,6 +143,7 @@ impl<B: Backend> Nf4Weight<B> {
                 codes,
                 absmax2,
                 offset,
+                code2,
             } => {
                 // pad with code 127 (the value 0) to whole nested blocks
                 let mut padded = codes.clone();
@@ -150,7 +151,7 @@ impl<B: Backend> Nf4Weight<B> {
                 let nested = NestedAbsmax {
                     codes: ints(pack_words(&padded, 8), device),
                     absmax2: floats(absmax2.clone(), device),
-                    code2: floats(dynamic_map().to_vec(), device),
+                    code2: floats(code2.clone(), device),
                     offset: f64::from(*offset),
                 };
                 (None, Some(nested))
@@ -163,7 +164,7 @@ impl<B: Backend> Nf4Weight<B> {
             codes: ints(pack_words(&codes, 4), device),
             absmax,
             nested,
-            code: floats(NF4.to_vec(), device),
+            code: floats(q.code.clone(), device),
             blocksize: q.blocksize,
             d_input,
             d_output,

@@ -5,6 +5,7 @@
 pub mod activation;
 pub mod attention;
 pub mod base_weight;
+pub mod bnb4;
 pub mod cache;
 pub mod config;
 pub mod error;

@@ -148,11 +148,13 @@ fn quantize_blockwise_par(x: &[f32], code: &[f32], blocksize: usize) -> (Vec<u8>
 pub enum Absmax {
     /// One f32 per block.
     Plain(Vec<f32>),
-    /// Double quantization: `absmax[j] = dynamic_map()[codes[j]] · absmax2[j / 256] + offset`.
+    /// Double quantization: `absmax[j] = code2[codes[j]] · absmax2[j / 256] + offset`, with
+    /// `code2` the [`dynamic_map`] (or the map a bnb checkpoint stored).
     Double {
         codes: Vec<u8>,
         absmax2: Vec<f32>,
         offset: f32,
+        code2: Vec<f32>,
     },
 }
 
@@ -165,24 +167,24 @@ impl Absmax {
                 codes,
                 absmax2,
                 offset,
-            } => {
-                let map = dynamic_map();
-                codes
-                    .iter()
-                    .enumerate()
-                    .map(|(j, &c)| map[c as usize] * absmax2[j / NESTED_BLOCKSIZE] + offset)
-                    .collect()
-            }
+                code2,
+            } => codes
+                .iter()
+                .enumerate()
+                .map(|(j, &c)| code2[c as usize] * absmax2[j / NESTED_BLOCKSIZE] + offset)
+                .collect(),
         }
     }
 }
 
-/// An NF4-quantized weight on the host: one code per value (`n` of them), the block scales.
+/// An NF4-quantized weight on the host: one code per value (`n` of them), the block scales,
+/// the code book ([`NF4`], or the one a bnb checkpoint stored).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Nf4 {
     pub codes: Vec<u8>,
     pub absmax: Absmax,
     pub blocksize: usize,
+    pub code: Vec<f32>,
 }
 
 impl Nf4 {
@@ -191,8 +193,8 @@ impl Nf4 {
     pub fn quantize(x: &[f32], blocksize: usize, double: bool) -> Self {
         let (codes, absmax) = quantize_blockwise_par(x, &NF4, blocksize);
         let absmax = if double {
-            // the mean summed in f64 and rounded to f32 (torch's f32 mean agrees in the golden
-            // test)
+            // the correctly rounded mean; bnb takes torch's f32 mean, which can differ in the
+            // last bit (every absmax then moves by that much)
             let offset =
                 (absmax.iter().map(|&v| f64::from(v)).sum::<f64>() / absmax.len() as f64) as f32;
             let centered: Vec<f32> = absmax.iter().map(|v| v - offset).collect();
@@ -201,6 +203,7 @@ impl Nf4 {
                 codes,
                 absmax2,
                 offset,
+                code2: dynamic_map().to_vec(),
             }
         } else {
             Absmax::Plain(absmax)
@@ -209,16 +212,17 @@ impl Nf4 {
             codes,
             absmax,
             blocksize,
+            code: NF4.to_vec(),
         }
     }
 
-    /// The host reference of the device dequantization: `NF4[code] · absmax[block]`, in f32.
+    /// The host reference of the device dequantization: `code[c] · absmax[block]`, in f32.
     pub fn dequantize(&self) -> Vec<f32> {
         let absmax = self.absmax.values();
         self.codes
             .iter()
             .enumerate()
-            .map(|(i, &c)| NF4[c as usize] * absmax[i / self.blocksize])
+            .map(|(i, &c)| self.code[c as usize] * absmax[i / self.blocksize])
             .collect()
     }
 

@@ -261,6 +261,49 @@ impl Checkpoint {
     }
 }
 
+/// A tensor's bytes as stored, for tensors that are not floats (bitsandbytes' packed codes).
+pub struct RawTensor {
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub bytes: Vec<u8>,
+    /// The file it came from, for errors.
+    pub file: String,
+}
+
+impl Checkpoint {
+    /// Whether the checkpoint holds `name` (see [`Self::tensor`] for the names it accepts).
+    pub fn contains(&self, name: &str) -> bool {
+        self.locate(name).is_some()
+    }
+
+    /// Tensor `name` exactly as stored (safetensors files only).
+    pub fn raw(&self, name: &str) -> Result<RawTensor, LoadError> {
+        let Some((key, i)) = self.locate(name) else {
+            return Err(LoadError::MissingTensor {
+                name: name.into(),
+                file: self.origin.clone(),
+            });
+        };
+        match &self.files[i] {
+            WeightFile::Safetensors(f) => {
+                let info = f.meta.info(key).expect("indexed name");
+                let (a, b) = info.data_offsets;
+                Ok(RawTensor {
+                    dtype: info.dtype,
+                    shape: info.shape.clone(),
+                    bytes: f.bytes[f.data_start + a..f.data_start + b].to_vec(),
+                    file: f.name.clone(),
+                })
+            }
+            #[cfg(not(target_arch = "wasm32"))]
+            WeightFile::Pytorch { name: file, .. } => Err(LoadError::Unsupported {
+                file: file.clone(),
+                what: format!("tensor `{name}`: quantized weights are read from safetensors only"),
+            }),
+        }
+    }
+}
+
 impl Checkpoint {
     /// `name` stored quantized by `trainer export-web`: `{name}.qweight` (u32 words) and
     /// `{name}.scales` (f32 `[rows, blocks]`), with the scheme in the file's `quant` metadata.

@@ -9,7 +9,8 @@ use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::Backend;
 use common::*;
 use safetensors::SafeTensors;
-use shared::base_weight::Nf4Weight;
+use shared::base_weight::{BaseFormat, Nf4Weight};
+use shared::model_dir::ModelDir;
 use shared::nf4::{Absmax, Nf4, dynamic_map};
 
 fn fixture() -> Vec<u8> {
@@ -60,6 +61,7 @@ fn nf4_quantization_matches_bitsandbytes() {
         codes,
         absmax2,
         offset,
+        ..
     } = &b.absmax
     else {
         panic!("double quantization")
@@ -103,4 +105,79 @@ fn device_dequant_matches<B: Backend>() {
 fn nf4_dequantizes_on_the_device_like_bitsandbytes() {
     device_dequant_matches::<Flex>();
     device_dequant_matches::<Autodiff<Flex>>();
+}
+
+/// A 4-bit checkpoint saved by transformers + bitsandbytes (`tests/fixtures/quant/neox-a-nf4`:
+/// packed codes, u8 absmax codes, code books, quant_state JSON) loads as NF4 with no `--quant`,
+/// with the 4-bit codes of our own quantization of the original f32 model, and its weights to
+/// float rounding: bnb's `offset` is torch's f32 mean of the absmax values, ours the correctly
+/// rounded mean, and they can differ in the last bit.
+#[test]
+fn saved_bnb_4bit_checkpoint_loads_as_our_quantization() {
+    let device = Default::default();
+    let saved = ModelDir::<Flex>::load(&golden_dir().join("../quant/neox-a-nf4"), &device)
+        .unwrap()
+        .model;
+    let ours = ModelDir::<Flex>::load_as(
+        &model_dir("neox-a"),
+        &device,
+        BaseFormat::Nf4 { double: true },
+    )
+    .unwrap()
+    .model;
+    let dense = |l: &shared::linear::Linear<Flex>| -> Vec<f32> {
+        l.weight.dense().into_data().to_vec().unwrap()
+    };
+    let codes = |l: &shared::linear::Linear<Flex>| -> Vec<i64> {
+        match &l.weight {
+            shared::base_weight::BaseWeight::Nf4(q) => {
+                q.codes.val().into_data().convert::<i64>().to_vec().unwrap()
+            }
+            _ => panic!("loaded dense"),
+        }
+    };
+    for ((name, a), (_, b)) in saved.linears().iter().zip(ours.linears()) {
+        assert_eq!(codes(a), codes(b), "{name}: 4-bit codes");
+        let (x, y) = (dense(a), dense(b));
+        assert!(rel_err(&x, &y) < 1e-6, "{name}: {}", rel_err(&x, &y));
+    }
+    assert!(!saved.embed_out.weight.is_quantized());
+    assert_eq!(
+        bits(&dense(&saved.embed_out)),
+        bits(&dense(&ours.embed_out))
+    );
+}
+
+/// A damaged quant_state names the tensor and the file.
+#[test]
+fn bad_bnb_quant_state_is_a_named_error() {
+    let dir = temp_dir("bnb-bad-state");
+    let src = golden_dir().join("../quant/neox-a-nf4");
+    for f in ["config.json", "tokenizer.json"] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let key = "gpt_neox.layers.1.mlp.dense_4h_to_h.weight.quant_state.bitsandbytes__nf4";
+    let bad = b"{\"quant_type\": \"nf4\"".to_vec();
+    let mut tensors: Vec<(String, safetensors::tensor::TensorView)> = Vec::new();
+    for (name, view) in st.tensors() {
+        if name == key {
+            continue;
+        }
+        tensors.push((name, view));
+    }
+    let bad_view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::U8, vec![bad.len()], &bad)
+            .unwrap();
+    tensors.push((key.to_string(), bad_view));
+    safetensors::serialize_to_file(tensors, None, &dir.join("model.safetensors")).unwrap();
+    let err = ModelDir::<Flex>::load(&dir, &Default::default())
+        .err()
+        .expect("an error");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(key) && msg.contains("model.safetensors"),
+        "{msg}"
+    );
 }

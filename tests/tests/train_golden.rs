@@ -31,11 +31,18 @@ fn ints(v: &serde_json::Value) -> Vec<Vec<i64>> {
 
 /// Our loss and gradients (by module path, in burn's layout) for the golden batch.
 fn ours(recompute: bool, base: BaseFormat) -> (f64, GradSum<Flex>) {
-    let g = golden(base);
+    ours_on(&model_dir("neox-a"), recompute, base, golden(base))
+}
+
+/// Our loss and gradients for golden `g`'s batch on the model in `dir`, held as `base`.
+fn ours_on(
+    dir: &std::path::Path,
+    recompute: bool,
+    base: BaseFormat,
+    g: serde_json::Value,
+) -> (f64, GradSum<Flex>) {
     let device = Default::default();
-    let mut m = ModelDir::<AB>::load_as(&model_dir("neox-a"), &device, base)
-        .unwrap()
-        .model;
+    let mut m = ModelDir::<AB>::load_as(dir, &device, base).unwrap().model;
     shared::peft::load_adapter(&mut m, &model_dir("peft-a"), &device).unwrap();
     let (ids, labels) = (ints(&g["ids"]), ints(&g["labels"]));
     let (b, t) = (ids.len(), ids[0].len());
@@ -55,8 +62,10 @@ fn ours(recompute: bool, base: BaseFormat) -> (f64, GradSum<Flex>) {
 }
 
 fn check(recompute: bool, base: BaseFormat) {
-    let g = golden(base);
-    let (loss, grads) = ours(recompute, base);
+    check_against(ours(recompute, base), golden(base));
+}
+
+fn check_against((loss, grads): (f64, GradSum<Flex>), g: serde_json::Value) {
     let want = g["loss"].as_f64().unwrap();
     assert!(
         (loss - want).abs() <= 1e-5 * want,
@@ -111,6 +120,17 @@ fn qlora_gradients_match_peft_over_bitsandbytes() {
 #[test]
 fn recomputed_qlora_gradients_match_peft_over_bitsandbytes() {
     check(true, NF4);
+}
+
+/// A 4-bit checkpoint that transformers + bitsandbytes saved (tests/fixtures/quant/neox-a-nf4)
+/// loads as NF4 without `--quant` and gives the same QLoRA step.
+#[test]
+fn qlora_step_on_a_saved_bnb_4bit_checkpoint_matches_peft() {
+    let dir = golden_dir().join("../quant/neox-a-nf4");
+    check_against(
+        ours_on(&dir, false, BaseFormat::Dense, golden(NF4)),
+        golden(NF4),
+    );
 }
 
 /// The NF4 golden differs from the dense one, so the QLoRA test above cannot pass on a dense base.

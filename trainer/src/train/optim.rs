@@ -33,18 +33,40 @@ impl<B: Backend> Default for GradSum<B> {
     }
 }
 
+/// A parameter's key: the module field names down to it, joined by dots, as in HF
+/// (`gpt_neox.layers.0.attention.query_key_value.lora.lora_a`). Enum variants (the `Dense` of a
+/// linear layer's `BaseWeight`) add no level, so a dense weight keeps its HF name.
+#[derive(Default)]
+struct ParamPath(Vec<String>);
+
+impl ParamPath {
+    fn enter(&mut self, name: &str, container: &str) {
+        if !container.starts_with("Enum:") {
+            self.0.push(name.to_string());
+        }
+    }
+    fn exit(&mut self, container: &str) {
+        if !container.starts_with("Enum:") {
+            self.0.pop();
+        }
+    }
+    fn key(&self) -> String {
+        self.0.join(".")
+    }
+}
+
 struct Collect<'a, AB: AutodiffBackend> {
     grads: &'a AB::Gradients,
-    path: Vec<String>,
+    path: ParamPath,
     sum: &'a mut GradSum<AB::InnerBackend>,
 }
 
 impl<AB: AutodiffBackend> ModuleVisitor<AB> for Collect<'_, AB> {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.to_string());
+    fn enter_module(&mut self, name: &str, container: &str) {
+        self.path.enter(name, container);
     }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
+    fn exit_module(&mut self, _: &str, container: &str) {
+        self.path.exit(container);
     }
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<AB, D>>) {
         if !param.is_require_grad() {
@@ -53,7 +75,7 @@ impl<AB: AutodiffBackend> ModuleVisitor<AB> for Collect<'_, AB> {
         if let Some(g) = param.val().grad(self.grads) {
             let n = g.shape().num_elements();
             let g = g.reshape([n]);
-            let key = self.path.join(".");
+            let key = self.path.key();
             let entry = match self.sum.grads.remove(&key) {
                 Some(prev) => prev + g,
                 None => g,
@@ -72,7 +94,7 @@ impl<B: Backend> GradSum<B> {
     ) {
         module.visit(&mut Collect::<AB> {
             grads,
-            path: Vec::new(),
+            path: ParamPath::default(),
             sum: self,
         });
     }
@@ -178,7 +200,7 @@ struct Moments<B: Backend> {
 }
 
 struct Apply<'a, B: Backend> {
-    path: Vec<String>,
+    path: ParamPath,
     offsets: HashMap<&'a str, (usize, usize)>,
     /// The flat update `lr · m̂ / (√v̂ + eps)`.
     delta: Tensor<B, 1>,
@@ -186,14 +208,14 @@ struct Apply<'a, B: Backend> {
 }
 
 impl<AB: AutodiffBackend> ModuleMapper<AB> for Apply<'_, AB::InnerBackend> {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.to_string());
+    fn enter_module(&mut self, name: &str, container: &str) {
+        self.path.enter(name, container);
     }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
+    fn exit_module(&mut self, _: &str, container: &str) {
+        self.path.exit(container);
     }
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<AB, D>>) -> Param<Tensor<AB, D>> {
-        let key = self.path.join(".");
+        let key = self.path.key();
         let Some(&(at, n)) = self.offsets.get(key.as_str()) else {
             return param;
         };
@@ -273,7 +295,7 @@ impl<B: Backend> AdamW<B> {
             v,
         });
         module.map(&mut Apply {
-            path: Vec::new(),
+            path: ParamPath::default(),
             offsets: grads.offsets(),
             delta,
             decay: 1.0 - lr * c.weight_decay,

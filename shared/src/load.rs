@@ -51,33 +51,28 @@ impl<B: Backend> Loader<'_, B> {
         bias: bool,
         base: BaseFormat,
     ) -> Result<Linear<B>, LoadError> {
-        let bias = if bias {
-            Some(self.vector(&format!("{prefix}.bias"), d_out)?)
-        } else {
-            None
-        };
         // A weight transformers + bitsandbytes saved in 4-bit stays NF4 whatever `base` asks.
-        if crate::bnb4::is_4bit(self.ckpt, prefix) {
+        let weight = if crate::bnb4::is_4bit(self.ckpt, prefix) {
             let q = crate::bnb4::read(self.ckpt, prefix, d_out, d_in)?;
-            return Ok(Linear {
-                weight: BaseWeight::Nf4(Nf4Weight::from_host(&q, d_in, d_out, self.device)),
-                bias,
-                lora: None,
-            });
-        }
-        let w = self
-            .ckpt
-            .tensor(&format!("{prefix}.weight"), &[d_out, d_in])?;
-        let weight = match base {
-            BaseFormat::Dense => BaseWeight::Dense(self.param(w.transposed(), [d_in, d_out])),
-            BaseFormat::Nf4 { double } => BaseWeight::Nf4(Nf4Weight::quantize(
-                &w.data,
-                d_in,
-                d_out,
-                double,
-                self.device,
-            )),
+            BaseWeight::Nf4(Nf4Weight::from_host(&q, d_in, d_out, self.device))
+        } else {
+            let w = self
+                .ckpt
+                .tensor(&format!("{prefix}.weight"), &[d_out, d_in])?;
+            match base {
+                BaseFormat::Dense => BaseWeight::Dense(self.param(w.transposed(), [d_in, d_out])),
+                BaseFormat::Nf4 { double } => BaseWeight::Nf4(Nf4Weight::quantize(
+                    &w.data,
+                    d_in,
+                    d_out,
+                    double,
+                    self.device,
+                )),
+            }
         };
+        let bias = bias
+            .then(|| self.vector(&format!("{prefix}.bias"), d_out))
+            .transpose()?;
         Ok(Linear {
             weight,
             bias,

@@ -136,7 +136,6 @@ impl<B: Backend> Nf4Weight<B> {
 
     pub fn from_host(q: &Nf4, d_input: usize, d_output: usize, device: &B::Device) -> Self {
         assert_eq!(q.codes.len(), d_input * d_output, "one code per weight");
-        // Pad the codes to whole blocks with code 7 (the value 0).
         let (absmax, nested) = match &q.absmax {
             Absmax::Plain(v) => (Some(floats(v.clone(), device)), None),
             Absmax::Double {
@@ -157,6 +156,7 @@ impl<B: Backend> Nf4Weight<B> {
                 (None, Some(nested))
             }
         };
+        // pad with code 7 (the value 0) to whole blocks
         let blocks = q.codes.len().div_ceil(q.blocksize);
         let mut codes = q.codes.clone();
         codes.resize(blocks * q.blocksize, 7);

@@ -75,7 +75,12 @@ fn bench_on<AB: AutodiffBackend>(
     device: AB::Device,
 ) -> Result<()> {
     args.dtype.check::<AB>(&device)?;
-    let mut model = GptNeoxForCausalLM::<AB>::init_on_device(config, 0.02, &device);
+    let base = args.quant.format();
+    let mut model = if base == shared::base_weight::BaseFormat::Dense {
+        GptNeoxForCausalLM::<AB>::init_on_device(config, 0.02, &device)
+    } else {
+        crate::cmd::quant_args::init_quantized(config, base, &device)
+    };
     let lora = LoraConfig {
         r: args.lora_r.max(1),
         alpha: 16.0,
@@ -83,10 +88,9 @@ fn bench_on<AB: AutodiffBackend>(
         target_modules: TargetModules::List(vec!["query_key_value".into()]),
         use_rslora: false,
     };
-    if args.lora_r == 0 && args.quant.format() != shared::base_weight::BaseFormat::Dense {
+    if args.lora_r == 0 && base != shared::base_weight::BaseFormat::Dense {
         anyhow::bail!("--quant needs LoRA (--lora-r > 0): a quantized base is frozen");
     }
-    model = crate::cmd::quant_args::quantize_loaded(model, args.quant.format());
     if args.dtype == crate::device::DTypeArg::Bf16 {
         model = model.cast_base(burn::tensor::FloatDType::BF16);
     }

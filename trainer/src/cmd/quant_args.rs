@@ -47,9 +47,29 @@ impl QuantArgs {
     }
 }
 
+/// A random model (N(0, 0.02) on the device, as `init_on_device`) with its layers' linear
+/// weights quantized as `base`, drawn one layer at a time so that the dense model never sits
+/// on the device whole: what `bench-train --quant` measures.
+pub fn init_quantized<B: Backend>(
+    config: &shared::GptNeoxConfig,
+    base: BaseFormat,
+    device: &B::Device,
+) -> GptNeoxForCausalLM<B> {
+    let one = shared::GptNeoxConfig {
+        num_hidden_layers: 1,
+        ..config.clone()
+    };
+    let mut model = quantize_loaded(GptNeoxForCausalLM::init_on_device(&one, 0.02, device), base);
+    for _ in 1..config.num_hidden_layers {
+        let next = quantize_loaded(GptNeoxForCausalLM::init_on_device(&one, 0.02, device), base);
+        model.gpt_neox.layers.extend(next.gpt_neox.layers);
+    }
+    model
+}
+
 /// Quantize the layers' linear weights of a model already on the device (read back to the host,
-/// quantized there, sent again); `embed_out` stays dense. For randomly initialised benchmark
-/// models: `ModelDir::load_as` quantizes while reading a checkpoint instead.
+/// quantized there, sent again); `embed_out` stays dense. `ModelDir::load_as` quantizes while
+/// reading a checkpoint instead.
 pub fn quantize_loaded<B: Backend>(
     mut model: GptNeoxForCausalLM<B>,
     base: BaseFormat,

@@ -9,7 +9,7 @@ embedding). Without prepare_model_for_kbit_training, so that it does the same wo
 Usage: python3 torch_qlora_gpu.py OUTDIR [--steps N] [--grad-checkpointing]
 (needs bitsandbytes: bench/make_bnb_wheel.sh). Prints one JSON line.
 """
-import json, os, sys, tempfile, time
+import json, os, shutil, sys, tempfile, time
 
 import torch
 from peft import LoraConfig, get_peft_model
@@ -25,11 +25,12 @@ cfg = GPTNeoXConfig(vocab_size=30080, hidden_size=2048, num_hidden_layers=24, nu
                     max_position_embeddings=2048, layer_norm_eps=1e-5, hidden_act="gelu", tie_word_embeddings=False)
 cfg._attn_implementation = "sdpa"
 torch.manual_seed(0)
-tmp = tempfile.mkdtemp(dir=out)
+tmp = tempfile.mkdtemp()  # not under OUTDIR, which the GPU script archives
 GPTNeoXForCausalLM(cfg).to(dtype=torch.bfloat16).save_pretrained(tmp)
 q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                        bnb_4bit_compute_dtype=torch.bfloat16)
 model = GPTNeoXForCausalLM.from_pretrained(tmp, quantization_config=q, dtype=torch.bfloat16, device_map="cuda")
+shutil.rmtree(tmp)
 if ckpt:
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.enable_input_require_grads()

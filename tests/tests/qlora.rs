@@ -181,3 +181,19 @@ fn bad_bnb_quant_state_is_a_named_error() {
         "{msg}"
     );
 }
+
+/// `--quant nf4` needs the dense weights of an HF folder; a web package (already quantized for
+/// the browser) is refused with a message that says so.
+#[test]
+fn quantizing_a_web_package_is_refused() {
+    let dir = repo().join("public/models/law-tiny-demo");
+    let err =
+        ModelDir::<Flex>::load_as(&dir, &Default::default(), BaseFormat::Nf4 { double: true })
+            .err()
+            .expect("an error");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("--quant") && msg.contains("law-tiny-demo"),
+        "{msg}"
+    );
+}

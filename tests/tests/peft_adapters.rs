@@ -22,13 +22,8 @@ fn peft_golden(name: &str) -> Golden {
 #[test]
 fn peft_adapters_reproduce_peft_logits() {
     for (adapter, base) in [("peft-a", "neox-a"), ("peft-b", "neox-b")] {
-        let m = load_model::<B>(
-            &model_dir(base),
-            Some(&golden_dir().join(adapter)),
-            shared::base_weight::BaseFormat::Dense,
-            &DEVICE,
-        )
-        .unwrap();
+        let m =
+            load_model::<B>(&model_dir(base), Some(&golden_dir().join(adapter)), &DEVICE).unwrap();
         let g = peft_golden(adapter);
         let err = rel_err(&logits(&m.model, &g.input_ids), &g.logits);
         assert!(err <= 1e-4, "{adapter}: relative error {err}");
@@ -46,7 +41,6 @@ fn merge_matches_peft_merge_and_reloads() {
     let m = load_model::<B>(
         &model_dir("neox-a"),
         Some(&golden_dir().join("peft-a")),
-        shared::base_weight::BaseFormat::Dense,
         &DEVICE,
     )
     .unwrap();
@@ -79,7 +73,6 @@ fn adapter_for_another_base_is_a_named_error() {
     let err = load_model::<B>(
         &model_dir("neox-a"),
         Some(&golden_dir().join("peft-b")),
-        shared::base_weight::BaseFormat::Dense,
         &DEVICE,
     )
     .err()

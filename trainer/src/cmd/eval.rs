@@ -40,7 +40,7 @@ pub struct EvalArgs {
 pub fn summarize(args: &EvalArgs) -> Result<EvalSummary> {
     let records = read_jsonl(&args.data)?;
     with_backend!(args.device.clone(), |B, device| {
-        let m = crate::cmd::load_model::<B>(
+        let m = crate::cmd::load_model_as::<B>(
             &args.model,
             args.adapter.as_deref(),
             args.quant.format(),

@@ -53,12 +53,7 @@ pub fn run(args: EvalQaArgs) -> Result<()> {
         records.truncate(n);
     }
     with_backend!(args.device.clone(), |B, device| {
-        let m = crate::cmd::load_model::<B>(
-            &model,
-            args.adapter.as_deref(),
-            shared::base_weight::BaseFormat::Dense,
-            &device,
-        )?;
+        let m = crate::cmd::load_model::<B>(&model, args.adapter.as_deref(), &device)?;
         let (mut em, mut f1) = (0usize, 0.0);
         for (i, r) in records.iter().enumerate() {
             let a = answer(

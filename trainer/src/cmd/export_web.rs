@@ -134,12 +134,7 @@ pub fn run(args: ExportWebArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| crate::paths::bundled(crate::paths::DEMO_MODEL));
     let (tensors, config) = with_backend!(args.device.clone(), |B, device| {
-        let m = crate::cmd::load_model::<B>(
-            &model_dir,
-            args.adapter.as_deref(),
-            shared::base_weight::BaseFormat::Dense,
-            &device,
-        )?;
+        let m = crate::cmd::load_model::<B>(&model_dir, args.adapter.as_deref(), &device)?;
         Ok::<_, anyhow::Error>((hf_tensors(&m.model.merge_lora()), m.config))
     })?;
     let largest_f32 = tensors.iter().map(|t| t.data.len() * 4).max().unwrap_or(0) as u64;

@@ -74,7 +74,7 @@ pub fn generate_to(args: &GenerateArgs, out: &mut dyn Write) -> Result<String> {
             .model
             .clone()
             .unwrap_or_else(|| crate::paths::bundled(crate::paths::DEMO_MODEL));
-        let m = crate::cmd::load_model::<B>(
+        let m = crate::cmd::load_model_as::<B>(
             &model,
             args.adapter.as_deref(),
             args.quant.format(),

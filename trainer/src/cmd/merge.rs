@@ -30,12 +30,7 @@ pub struct MergeArgs {
 
 pub fn run(args: MergeArgs) -> Result<()> {
     with_backend!(args.device.clone(), |B, device| {
-        let m = crate::cmd::load_model::<B>(
-            &args.base,
-            Some(&args.adapter),
-            shared::base_weight::BaseFormat::Dense,
-            &device,
-        )?;
+        let m = crate::cmd::load_model::<B>(&args.base, Some(&args.adapter), &device)?;
         let merged = m.model.merge_lora();
         let copies: Vec<PathBuf> = [
             "tokenizer.json",

@@ -23,9 +23,17 @@ use burn::tensor::backend::Backend;
 use shared::base_weight::BaseFormat;
 use shared::model_dir::ModelDir;
 
-/// Load a model folder (its linear weights held as `base`) and, optionally, a PEFT adapter onto
-/// it.
+/// Load a model folder and, optionally, a PEFT adapter onto it.
 pub fn load_model<B: Backend>(
+    model: &Path,
+    adapter: Option<&Path>,
+    device: &B::Device,
+) -> Result<ModelDir<B>> {
+    load_model_as(model, adapter, BaseFormat::Dense, device)
+}
+
+/// [`load_model`] with the base's linear weights held as `base` (`--quant`).
+pub fn load_model_as<B: Backend>(
     model: &Path,
     adapter: Option<&Path>,
     base: BaseFormat,

@@ -60,9 +60,18 @@ pub fn init_quantized<B: Backend>(
         ..config.clone()
     };
     let mut model = quantize_loaded(GptNeoxForCausalLM::init_on_device(&one, 0.02, device), base);
+    // The other layers come from 1-token-vocabulary models: only their layer is kept, so their
+    // embeddings need not be drawn at full size.
+    let layer_only = shared::GptNeoxConfig {
+        vocab_size: 1,
+        ..one
+    };
     for _ in 1..config.num_hidden_layers {
-        let next = quantize_loaded(GptNeoxForCausalLM::init_on_device(&one, 0.02, device), base);
-        model.gpt_neox.layers.extend(next.gpt_neox.layers);
+        let next = GptNeoxForCausalLM::init_on_device(&layer_only, 0.02, device);
+        model
+            .gpt_neox
+            .layers
+            .extend(quantize_loaded(next, base).gpt_neox.layers);
     }
     model
 }

@@ -1,6 +1,6 @@
 //! The activations HF's `ACT2FN` maps by name, as GPT-NeoX's `hidden_act` uses them.
 
-use burn::tensor::{Tensor, activation, backend::Backend};
+use burn::tensor::{Tensor, activation};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,11 +89,11 @@ impl Activation {
         }
     }
 
-    pub fn forward<B: Backend, const D: usize>(self, x: Tensor<B, D>) -> Tensor<B, D> {
+    pub fn forward<B: crate::ModelBackend, const D: usize>(self, x: Tensor<B, D>) -> Tensor<B, D> {
         match self {
-            // Written out (not `activation::gelu`) so the backward pass is the exact erf derivative
-            // on every backend (burn's default gelu_backward is the tanh approximation's).
-            Self::Gelu => x.clone() * ((x / std::f64::consts::SQRT_2).erf() + 1.0) * 0.5,
+            // Not `activation::gelu`: its backward on burn's default is the tanh approximation's
+            // derivative. Ours is the exact erf one (`ModelBackend::gelu_erf`).
+            Self::Gelu => B::gelu_erf(x),
             Self::GeluNew => {
                 let c = (2.0 / std::f64::consts::PI).sqrt();
                 let inner = (x.clone() + x.clone().powi_scalar(3) * 0.044715) * c;

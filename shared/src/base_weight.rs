@@ -4,9 +4,9 @@
 //! The NF4 weight is stored as packed 4-bit codes (8 per 32-bit word, about 4.1 bits per value
 //! with double quantization). Dequantizing runs on the device with tensor ops that autodiff does
 //! not record (nothing in it needs a gradient), so the backward pass reaches the input and the
-//! LoRA weights only. Without `--grad-checkpointing` each layer's dequantized weight stays alive
-//! until backward (the matmul keeps its right-hand side); with it, only during that layer's
-//! recomputation.
+//! LoRA weights only. Under autodiff the matmul is one graph node that keeps the codes and
+//! dequantizes again in backward (`ModelBackend::nf4_matmul`), so no dequantized weight outlives
+//! its matmul.
 
 use burn::module::{Module, Param, ParamId};
 use burn::tensor::{DType, ElementConversion, Int, Tensor, TensorData, backend::Backend};
@@ -200,6 +200,16 @@ impl<B: Backend> Nf4Weight<B> {
             .reshape([self.d_output, self.d_input])
     }
 
+    /// The dequantized weight `[out, in]` in the dtype its matmul runs in.
+    pub fn compute_weight(&self) -> Tensor<B, 2> {
+        let w = self.dequantize_hf();
+        if self.bf16 {
+            w.cast(burn::tensor::FloatDType::BF16)
+        } else {
+            w
+        }
+    }
+
     /// Number of weights it stands for.
     pub fn num_weights(&self) -> usize {
         self.d_input * self.d_output
@@ -219,14 +229,7 @@ impl<B: Backend> BaseWeight<B> {
     pub fn dense(&self) -> Tensor<B, 2> {
         match self {
             BaseWeight::Dense(w) => w.val(),
-            BaseWeight::Nf4(q) => {
-                let w = q.dequantize_hf().transpose();
-                if q.bf16 {
-                    w.cast(burn::tensor::FloatDType::BF16)
-                } else {
-                    w
-                }
-            }
+            BaseWeight::Nf4(q) => q.compute_weight().transpose(),
         }
     }
 
@@ -235,7 +238,7 @@ impl<B: Backend> BaseWeight<B> {
     }
 }
 
-impl<B: Backend> crate::GptNeoxForCausalLM<B> {
+impl<B: crate::ModelBackend> crate::GptNeoxForCausalLM<B> {
     /// The parameter count as PEFT prints it: a quantized weight counts as the weights it stands
     /// for, its scales and code books as nothing.
     pub fn num_model_params(&self) -> usize {

@@ -2,9 +2,10 @@
 //! one token at a time through the KV cache. Each step reads back only the last position's
 //! logits, asynchronously (`into_data_async`), as WebGPU requires.
 
+use crate::ModelBackend;
 use std::ops::ControlFlow;
 
-use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
+use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::model::GptNeoxForCausalLM;
@@ -39,7 +40,7 @@ pub enum StopReason {
 /// It is async so a caller in the browser can yield to its event loop between tokens (to see an
 /// abort message even on a CPU backend, whose reads finish at once). Returns the new ids and why
 /// it stopped.
-pub async fn generate<B: Backend>(
+pub async fn generate<B: ModelBackend>(
     model: &GptNeoxForCausalLM<B>,
     prompt: &[u32],
     cfg: &GenerationConfig,

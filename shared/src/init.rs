@@ -6,9 +6,12 @@
 //! [`init`]: GptNeoxForCausalLM::init
 //! [`init_on_device`]: GptNeoxForCausalLM::init_on_device
 
+use crate::ModelBackend;
 use burn::module::Param;
-use burn::nn::{Embedding, LayerNormConfig};
-use burn::tensor::{Distribution, Tensor, TensorData, backend::Backend};
+use burn::nn::Embedding;
+
+use crate::norm::LayerNorm;
+use burn::tensor::{Distribution, Tensor, TensorData};
 
 use crate::attention::Attention;
 use crate::base_weight::BaseWeight;
@@ -19,7 +22,7 @@ use crate::mlp::Mlp;
 use crate::model::{GptNeoxForCausalLM, GptNeoxModel};
 use crate::sampling::Rng;
 
-impl<B: Backend> GptNeoxForCausalLM<B> {
+impl<B: ModelBackend> GptNeoxForCausalLM<B> {
     /// The model with every weight matrix from `draw(shape)`, called in a fixed order (embedding,
     /// then per layer qkv, dense, h→4h, 4h→h, then the head); biases 0, LayerNorms identity.
     fn build(
@@ -37,11 +40,7 @@ impl<B: Backend> GptNeoxForCausalLM<B> {
             bias: bias.then(|| Param::from_tensor(Tensor::zeros([d_out], device))),
             lora: None,
         };
-        let ln = || {
-            LayerNormConfig::new(h)
-                .with_epsilon(config.layer_norm_eps)
-                .init(device)
-        };
+        let ln = || LayerNorm::new(h, config.layer_norm_eps, device);
         let BaseWeight::Dense(embed) = lin(v, h, false).weight else {
             unreachable!("lin makes dense weights")
         };

@@ -1,8 +1,9 @@
 //! One GPT-NeoX transformer layer, parallel or sequential residual.
 
+use crate::ModelBackend;
+use crate::norm::LayerNorm;
 use burn::module::Module;
-use burn::nn::LayerNorm;
-use burn::tensor::{Tensor, backend::Backend};
+use burn::tensor::Tensor;
 
 use crate::attention::Attention;
 use crate::cache::KvCache;
@@ -10,7 +11,7 @@ use crate::mlp::Mlp;
 use crate::rope::Rope;
 
 #[derive(Module, Debug)]
-pub struct Layer<B: Backend> {
+pub struct Layer<B: ModelBackend> {
     pub input_layernorm: LayerNorm<B>,
     pub post_attention_layernorm: LayerNorm<B>,
     pub attention: Attention<B>,
@@ -18,7 +19,7 @@ pub struct Layer<B: Backend> {
     pub use_parallel_residual: bool,
 }
 
-impl<B: Backend> Layer<B> {
+impl<B: ModelBackend> Layer<B> {
     pub fn forward(
         &self,
         h: Tensor<B, 3>,

@@ -4,6 +4,8 @@
 
 pub mod activation;
 pub mod attention;
+mod autodiff_ops;
+pub mod backend;
 pub mod base_weight;
 pub mod bnb4;
 pub mod cache;
@@ -23,6 +25,7 @@ pub mod model;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod model_dir;
 pub mod nf4;
+pub mod norm;
 pub mod package;
 pub mod precision;
 pub mod prompt;
@@ -32,6 +35,7 @@ pub mod sampling;
 pub mod tokenizer;
 pub mod weights;
 
+pub use backend::{ModelBackend, TrainBackend};
 pub use config::GptNeoxConfig;
 pub use error::{ConfigError, LoadError, TokenizerError};
 pub use model::GptNeoxForCausalLM;

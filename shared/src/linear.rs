@@ -4,16 +4,17 @@
 //! The base weight is the seam for quantized bases: an NF4 weight (QLoRA, `base_weight.rs`)
 //! changes how `base_forward` gets `W`, nothing else.
 
+use crate::ModelBackend;
 use burn::module::{Module, Param};
 use burn::nn::Dropout;
-use burn::tensor::{Tensor, backend::Backend};
+use burn::tensor::Tensor;
 
 use crate::base_weight::BaseWeight;
 
 /// A LoRA adapter in burn layout: `lora_a` is `[in, r]` (PEFT's `lora_A.weight` is `[r, in]`),
 /// `lora_b` is `[r, out]` (PEFT's `lora_B.weight` is `[out, r]`).
 #[derive(Module, Debug)]
-pub struct Lora<B: Backend> {
+pub struct Lora<B: ModelBackend> {
     pub lora_a: Param<Tensor<B, 2>>,
     pub lora_b: Param<Tensor<B, 2>>,
     /// `alpha / r`, or `alpha / √r` with rsLoRA.
@@ -22,14 +23,14 @@ pub struct Lora<B: Backend> {
 }
 
 #[derive(Module, Debug)]
-pub struct Linear<B: Backend> {
+pub struct Linear<B: ModelBackend> {
     /// `[in, out]`; HF stores `[out, in]`. Dense or NF4.
     pub weight: BaseWeight<B>,
     pub bias: Option<Param<Tensor<B, 1>>>,
     pub lora: Option<Lora<B>>,
 }
 
-impl<B: Backend> Linear<B> {
+impl<B: ModelBackend> Linear<B> {
     pub fn d_input(&self) -> usize {
         self.weight.dims()[0]
     }
@@ -42,12 +43,18 @@ impl<B: Backend> Linear<B> {
     /// `precision.rs`) multiplies in that dtype; the result comes back in `x`'s dtype. An NF4
     /// base is dequantized first.
     pub fn base_forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let (w, bias) = (self.weight.dense(), self.bias.as_ref().map(|b| b.val()));
-        let (xd, wd) = (x.dtype(), w.dtype());
-        if xd == wd {
-            return burn::tensor::module::linear(x, w, bias);
-        }
-        let y = burn::tensor::module::linear(x.cast(wd), w, None).cast(xd);
+        let bias = self.bias.as_ref().map(|b| b.val());
+        let y = match &self.weight {
+            BaseWeight::Nf4(q) => B::nf4_matmul(x, q),
+            BaseWeight::Dense(w) => {
+                let w = w.val();
+                let (xd, wd) = (x.dtype(), w.dtype());
+                if xd == wd {
+                    return burn::tensor::module::linear(x, w, bias);
+                }
+                burn::tensor::module::linear(x.cast(wd), w, None).cast(xd)
+            }
+        };
         match bias {
             Some(b) => y + b.unsqueeze(),
             None => y,
@@ -87,6 +94,6 @@ impl<B: Backend> Linear<B> {
 }
 
 /// `[a, b]` → `[1, …, a, b]` for a batched matmul with a `D`-dimensional input.
-fn unsqueeze<B: Backend, const D: usize>(t: Tensor<B, 2>) -> Tensor<B, D> {
+fn unsqueeze<B: ModelBackend, const D: usize>(t: Tensor<B, 2>) -> Tensor<B, D> {
     t.unsqueeze()
 }

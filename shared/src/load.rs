@@ -1,11 +1,14 @@
 //! Build a [`GptNeoxForCausalLM`] from a [`Checkpoint`] with HF tensor names.
 //! HF Linear weights are `[out, in]`; burn's are `[in, out]`: transposed here, on the host.
 
+use crate::ModelBackend;
 use burn::module::Param;
-use burn::nn::{Embedding, LayerNorm, LayerNormConfig};
+use burn::nn::Embedding;
+
+use crate::norm::LayerNorm;
 
 use crate::linear::Linear;
-use burn::tensor::{Tensor, TensorData, backend::Backend};
+use burn::tensor::{Tensor, TensorData};
 
 use crate::attention::Attention;
 use crate::base_weight::{BaseFormat, BaseWeight, Nf4Weight};
@@ -16,14 +19,14 @@ use crate::mlp::Mlp;
 use crate::model::{GptNeoxForCausalLM, GptNeoxModel};
 use crate::weights::Checkpoint;
 
-struct Loader<'a, B: Backend> {
+struct Loader<'a, B: ModelBackend> {
     ckpt: &'a Checkpoint,
     device: &'a B::Device,
     /// How the layers' linear weights are held (`embed_out` stays dense, as in transformers).
     base: BaseFormat,
 }
 
-impl<B: Backend> Loader<'_, B> {
+impl<B: ModelBackend> Loader<'_, B> {
     fn param<const D: usize>(&self, data: Vec<f32>, shape: [usize; D]) -> Param<Tensor<B, D>> {
         Param::from_tensor(Tensor::from_data(TensorData::new(data, shape), self.device))
     }
@@ -81,10 +84,11 @@ impl<B: Backend> Loader<'_, B> {
     }
 
     fn layer_norm(&self, prefix: &str, d: usize, eps: f64) -> Result<LayerNorm<B>, LoadError> {
-        let mut ln = LayerNormConfig::new(d).with_epsilon(eps).init(self.device);
-        ln.gamma = self.vector(&format!("{prefix}.weight"), d)?;
-        ln.beta = Some(self.vector(&format!("{prefix}.bias"), d)?);
-        Ok(ln)
+        Ok(LayerNorm {
+            gamma: self.vector(&format!("{prefix}.weight"), d)?,
+            beta: Some(self.vector(&format!("{prefix}.bias"), d)?),
+            epsilon: eps,
+        })
     }
 
     fn layer(&self, c: &GptNeoxConfig, i: usize) -> Result<Layer<B>, LoadError> {
@@ -122,7 +126,7 @@ impl<B: Backend> Loader<'_, B> {
     }
 }
 
-impl<B: Backend> GptNeoxForCausalLM<B> {
+impl<B: ModelBackend> GptNeoxForCausalLM<B> {
     /// Load every weight of `config`'s shape from `ckpt` onto `device`. Extra tensors in the
     /// checkpoint (old buffers such as `attention.bias`, `masked_bias`, `rotary_emb.inv_freq`)
     /// are ignored.

@@ -1,9 +1,10 @@
 //! Attaching LoRA adapters as PEFT does: which modules (`target_modules`), rank, alpha, rsLoRA,
 //! dropout, and PEFT's init (A ~ kaiming_uniform(a=√5) = U(±1/√in), B = 0).
 
+use crate::ModelBackend;
 use burn::module::{Module, Param};
 use burn::nn::Dropout;
-use burn::tensor::{Tensor, TensorData, backend::Backend};
+use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::linear::{Linear, Lora};
@@ -72,7 +73,7 @@ impl LoraConfig {
     }
 }
 
-impl<B: Backend> GptNeoxForCausalLM<B> {
+impl<B: ModelBackend> GptNeoxForCausalLM<B> {
     /// Every linear layer with its HF module name, in layer order.
     pub fn linears_mut(&mut self) -> Vec<(String, &mut Linear<B>)> {
         let mut out = Vec::new();

@@ -1,25 +1,28 @@
 //! GPT-NeoX for causal LM, field names mirroring HF's tensor names
 //! (`gpt_neox.embed_in`, `gpt_neox.layers.{i}.…`, `gpt_neox.final_layer_norm`, `embed_out`).
 
+use crate::ModelBackend;
 use burn::module::Module;
-use burn::nn::{Embedding, LayerNorm};
+use burn::nn::Embedding;
+
+use crate::norm::LayerNorm;
 
 use crate::linear::Linear;
-use burn::tensor::{Int, Tensor, backend::Backend};
+use burn::tensor::{Int, Tensor};
 
 use crate::cache::KvCache;
 use crate::layer::Layer;
 use crate::rope::Rope;
 
 #[derive(Module, Debug)]
-pub struct GptNeoxModel<B: Backend> {
+pub struct GptNeoxModel<B: ModelBackend> {
     pub embed_in: Embedding<B>,
     pub layers: Vec<Layer<B>>,
     pub final_layer_norm: LayerNorm<B>,
 }
 
 #[derive(Module, Debug)]
-pub struct GptNeoxForCausalLM<B: Backend> {
+pub struct GptNeoxForCausalLM<B: ModelBackend> {
     pub gpt_neox: GptNeoxModel<B>,
     /// Untied LM head without bias.
     pub embed_out: Linear<B>,
@@ -27,7 +30,7 @@ pub struct GptNeoxForCausalLM<B: Backend> {
     pub rotary_base: f64,
 }
 
-impl<B: Backend> GptNeoxForCausalLM<B> {
+impl<B: ModelBackend> GptNeoxForCausalLM<B> {
     /// Hidden states after the final LayerNorm: `[batch, T, hidden]`. With a cache the ids are
     /// the positions after the cached ones.
     pub fn forward_hidden(

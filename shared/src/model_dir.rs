@@ -1,14 +1,13 @@
 //! An HF model folder on disk: `config.json`, weights, `tokenizer.json`.
 
+use crate::ModelBackend;
 use std::path::{Path, PathBuf};
-
-use burn::tensor::backend::Backend;
 
 use crate::base_weight::BaseFormat;
 use crate::{Checkpoint, GptNeoxConfig, GptNeoxForCausalLM, LoadError, Tokenizer, TokenizerError};
 
 /// A loaded model folder.
-pub struct ModelDir<B: Backend> {
+pub struct ModelDir<B: ModelBackend> {
     pub dir: PathBuf,
     pub config: GptNeoxConfig,
     pub model: GptNeoxForCausalLM<B>,
@@ -28,7 +27,7 @@ pub fn load_tokenizer(dir: &Path, config: &GptNeoxConfig) -> Result<Tokenizer, L
     Ok(Tokenizer::from_file(&path, config.eos_token_id)?)
 }
 
-impl<B: Backend> ModelDir<B> {
+impl<B: ModelBackend> ModelDir<B> {
     /// Load an HF model folder, or a web package folder (one with `manifest.json`).
     pub fn load(dir: &Path, device: &B::Device) -> Result<Self, LoadError> {
         Self::load_as(dir, device, BaseFormat::Dense)

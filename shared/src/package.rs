@@ -3,21 +3,20 @@
 //! public/models/ID`. Every file is checked against its manifest size and sha256 once, where it
 //! is read.
 
+use crate::ModelBackend;
 use std::collections::HashMap;
-
-use burn::tensor::backend::Backend;
 
 use crate::manifest::Manifest;
 use crate::{Checkpoint, GptNeoxConfig, GptNeoxForCausalLM, LoadError, Tokenizer};
 
-pub struct Package<B: Backend> {
+pub struct Package<B: ModelBackend> {
     pub manifest: Manifest,
     pub config: GptNeoxConfig,
     pub model: GptNeoxForCausalLM<B>,
     pub tokenizer: Tokenizer,
 }
 
-impl<B: Backend> Package<B> {
+impl<B: ModelBackend> Package<B> {
     /// Build the model from the manifest's files (name → bytes). The caller has checked each
     /// file against its entry ([`FileEntry::verify`](crate::manifest::FileEntry::verify)) as it
     /// read it: the browser does so while deciding whether a cached copy is still good, so the

@@ -2,11 +2,12 @@
 //! key names (`base_model.model.{module}.lora_A.weight` `[r, in]`, `….lora_B.weight` `[out, r]`),
 //! so `PeftModel.from_pretrained` loads what we write and we load what PEFT writes.
 
+use crate::ModelBackend;
 use std::path::{Path, PathBuf};
 
 use burn::module::{Module, Param};
 use burn::nn::Dropout;
-use burn::tensor::{Tensor, TensorData, backend::Backend};
+use burn::tensor::{Tensor, TensorData};
 use serde_json::{Value, json};
 
 use crate::error::{ConfigError, LoadError};
@@ -125,7 +126,7 @@ pub fn adapter_config_json(cfg: &LoraConfig, base_model: &str) -> Value {
 }
 
 /// The adapter tensors of a model under PEFT's names.
-pub fn adapter_tensors<B: Backend>(model: &GptNeoxForCausalLM<B>) -> Vec<NamedTensor> {
+pub fn adapter_tensors<B: ModelBackend>(model: &GptNeoxForCausalLM<B>) -> Vec<NamedTensor> {
     let mut out = Vec::new();
     for (name, lin) in model.linears() {
         if let Some(l) = &lin.lora {
@@ -144,7 +145,7 @@ pub fn adapter_tensors<B: Backend>(model: &GptNeoxForCausalLM<B>) -> Vec<NamedTe
 }
 
 /// Write `adapter_config.json` and `adapter_model.safetensors` into `dir`.
-pub fn save_adapter<B: Backend>(
+pub fn save_adapter<B: ModelBackend>(
     model: &GptNeoxForCausalLM<B>,
     cfg: &LoraConfig,
     base_model: &str,
@@ -176,7 +177,7 @@ fn adapter_weights(dir: &Path) -> Result<PathBuf, LoadError> {
 
 /// Load a PEFT LoRA adapter folder onto `model` (the base is frozen). Errors name the tensor,
 /// shapes and file for an adapter made for another base.
-pub fn load_adapter<B: Backend>(
+pub fn load_adapter<B: ModelBackend>(
     model: &mut GptNeoxForCausalLM<B>,
     dir: &Path,
     device: &B::Device,

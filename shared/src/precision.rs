@@ -4,22 +4,22 @@
 //! [`Linear::base_forward`](crate::linear::Linear::base_forward) casts its input to the weight's
 //! dtype and the product back.
 
+use crate::ModelBackend;
 use burn::tensor::FloatDType;
-use burn::tensor::backend::Backend;
 
 use crate::base_weight::BaseWeight;
 use crate::linear::Linear;
 use crate::model::GptNeoxForCausalLM;
 
 /// Cast in place, keeping the parameter id. An NF4 weight stays NF4 and is dequantized to `dtype`.
-fn cast<B: Backend>(lin: &mut Linear<B>, dtype: FloatDType) {
+fn cast<B: ModelBackend>(lin: &mut Linear<B>, dtype: FloatDType) {
     match &mut lin.weight {
         BaseWeight::Dense(w) => *w = w.clone().map(|w| w.cast(dtype)),
         BaseWeight::Nf4(q) => q.bf16 = dtype == FloatDType::BF16,
     }
 }
 
-impl<B: Backend> GptNeoxForCausalLM<B> {
+impl<B: ModelBackend> GptNeoxForCausalLM<B> {
     /// Store the base weights of all linear layers in `dtype` (call before attaching LoRA).
     pub fn cast_base(mut self, dtype: FloatDType) -> Self {
         for (_, lin) in self.linears_mut() {

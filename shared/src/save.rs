@@ -1,6 +1,7 @@
 //! Writing HF-format files natively: safetensors (single or sharded with an index) holding a
 //! model's weights under HF names, and the model folder around them.
 
+use crate::ModelBackend;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -78,14 +79,14 @@ pub fn write_safetensors_as(
 }
 
 /// Every weight of the model under its HF name (LoRA adapters must be merged first).
-pub fn hf_tensors<B: Backend>(model: &GptNeoxForCausalLM<B>) -> Vec<NamedTensor> {
+pub fn hf_tensors<B: ModelBackend>(model: &GptNeoxForCausalLM<B>) -> Vec<NamedTensor> {
     let mut out = Vec::new();
     let vec1 = |name: String, t: Tensor<B, 1>| NamedTensor {
         name,
         shape: t.dims().to_vec(),
         data: host(t),
     };
-    let ln = |out: &mut Vec<NamedTensor>, p: &str, l: &burn::nn::LayerNorm<B>| {
+    let ln = |out: &mut Vec<NamedTensor>, p: &str, l: &crate::norm::LayerNorm<B>| {
         out.push(vec1(format!("{p}.weight"), l.gamma.val()));
         if let Some(b) = &l.beta {
             out.push(vec1(format!("{p}.bias"), b.val()));
@@ -134,7 +135,7 @@ pub fn hf_tensors<B: Backend>(model: &GptNeoxForCausalLM<B>) -> Vec<NamedTensor>
 
 /// Write an HF model folder: `config.json`, weights (`model.safetensors`, or shards of at most
 /// `max_shard_bytes` plus `model.safetensors.index.json`), and the given tokenizer files copied.
-pub fn save_hf_folder<B: Backend>(
+pub fn save_hf_folder<B: ModelBackend>(
     model: &GptNeoxForCausalLM<B>,
     config: &GptNeoxConfig,
     dir: &Path,

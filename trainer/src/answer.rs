@@ -2,14 +2,14 @@
 //! judge them on held-out questions.
 
 use anyhow::Result;
-use burn::tensor::backend::Backend;
+use shared::ModelBackend;
 use shared::generate::{GenerationConfig, generate};
 use shared::prompt::Template;
 use shared::sampling::SamplingConfig;
 use shared::{GptNeoxForCausalLM, Tokenizer};
 
 /// The greedy answer to `instruction` (+ `input`), decoded without the EOS.
-pub fn answer<B: Backend>(
+pub fn answer<B: ModelBackend>(
     model: &GptNeoxForCausalLM<B>,
     tok: &Tokenizer,
     template: Template,

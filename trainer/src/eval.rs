@@ -1,8 +1,8 @@
 //! Token-weighted evaluation loss (HF's definition: mean over every scored position of every line).
 
 use anyhow::{Result, bail};
-use burn::tensor::backend::Backend;
 use serde::Serialize;
+use shared::ModelBackend;
 use shared::example::Example;
 use shared::prompt::Template;
 use shared::{GptNeoxForCausalLM, Tokenizer};
@@ -50,7 +50,7 @@ pub fn to_example(
     })
 }
 
-pub fn evaluate<B: Backend>(
+pub fn evaluate<B: ModelBackend>(
     model: &GptNeoxForCausalLM<B>,
     tok: &Tokenizer,
     vocab_size: usize,

@@ -1,11 +1,11 @@
 //! `trainer bench-train`: LoRA r8 (query_key_value) training-step timings of a random GPT-NeoX
 //! shape, one JSON line, for `bench/train_step_cpu.py` (which runs HF + PEFT beside it).
 
+use shared::TrainBackend;
 use std::time::Instant;
 
 use anyhow::Result;
 use burn::backend::Autodiff;
-use burn::tensor::backend::AutodiffBackend;
 use clap::Args;
 use shared::example::Example;
 use shared::lora::{LoraConfig, TargetModules};
@@ -68,7 +68,7 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
     })
 }
 
-fn bench_on<AB: AutodiffBackend>(
+fn bench_on<AB: TrainBackend>(
     args: &BenchTrainArgs,
     config: &GptNeoxConfig,
     start: Instant,

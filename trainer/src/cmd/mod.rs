@@ -16,15 +16,15 @@ pub mod quant_args;
 pub mod sft;
 pub mod tokenizer;
 
+use shared::ModelBackend;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use burn::tensor::backend::Backend;
 use shared::base_weight::BaseFormat;
 use shared::model_dir::ModelDir;
 
 /// Load a model folder and, optionally, a PEFT adapter onto it.
-pub fn load_model<B: Backend>(
+pub fn load_model<B: ModelBackend>(
     model: &Path,
     adapter: Option<&Path>,
     device: &B::Device,
@@ -33,7 +33,7 @@ pub fn load_model<B: Backend>(
 }
 
 /// [`load_model`] with the base's linear weights held as `base` (`--quant`).
-pub fn load_model_as<B: Backend>(
+pub fn load_model_as<B: ModelBackend>(
     model: &Path,
     adapter: Option<&Path>,
     base: BaseFormat,

@@ -1,10 +1,10 @@
 //! `--quant`: how the frozen base's linear weights are held (QLoRA's NF4), for the commands that
 //! load a base model.
 
-use burn::tensor::backend::Backend;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 use shared::GptNeoxForCausalLM;
+use shared::ModelBackend;
 use shared::base_weight::{BaseFormat, BaseWeight, Nf4Weight};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -50,7 +50,7 @@ impl QuantArgs {
 /// A random model (N(0, 0.02) on the device, as `init_on_device`) with its layers' linear
 /// weights quantized as `base`, drawn one layer at a time so that the dense model never sits
 /// on the device whole: what `bench-train --quant` measures.
-pub fn init_quantized<B: Backend>(
+pub fn init_quantized<B: ModelBackend>(
     config: &shared::GptNeoxConfig,
     base: BaseFormat,
     device: &B::Device,
@@ -79,7 +79,7 @@ pub fn init_quantized<B: Backend>(
 /// Quantize the layers' linear weights of a model already on the device (read back to the host,
 /// quantized there, sent again); `embed_out` stays dense. `ModelDir::load_as` quantizes while
 /// reading a checkpoint instead.
-pub fn quantize_loaded<B: Backend>(
+pub fn quantize_loaded<B: ModelBackend>(
     mut model: GptNeoxForCausalLM<B>,
     base: BaseFormat,
 ) -> GptNeoxForCausalLM<B> {

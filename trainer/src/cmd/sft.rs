@@ -2,13 +2,13 @@
 //! `finetune.py` with transformers + PEFT). With no arguments it fine-tunes the bundled tiny
 //! Korean legal base on the bundled constitution instructions, on the CPU.
 
+use shared::TrainBackend;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
 use burn::tensor::FloatDType;
-use burn::tensor::backend::AutodiffBackend;
 use clap::Args;
 use serde_json::json;
 use shared::example::Example;
@@ -104,7 +104,7 @@ pub fn to_examples(
 }
 
 /// PEFT's `print_trainable_parameters` line.
-pub fn trainable_line<B: burn::tensor::backend::Backend>(model: &GptNeoxForCausalLM<B>) -> String {
+pub fn trainable_line<B: shared::ModelBackend>(model: &GptNeoxForCausalLM<B>) -> String {
     let all = model.num_model_params();
     let trainable: usize = model
         .linears()
@@ -207,7 +207,7 @@ pub fn run(args: SftArgs) -> Result<()> {
     })
 }
 
-fn sft_on<AB: AutodiffBackend>(args: &SftArgs, plan: &Plan, device: AB::Device) -> Result<()>
+fn sft_on<AB: TrainBackend>(args: &SftArgs, plan: &Plan, device: AB::Device) -> Result<()>
 where
     AB::Device: IndexedDevice,
 {

@@ -1,10 +1,10 @@
 //! How a run's trainable weights go into and come back out of a checkpoint folder: PEFT adapter
 //! files for LoRA runs, an HF model folder for full training.
 
+use shared::TrainBackend;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use burn::tensor::backend::AutodiffBackend;
 use shared::lora::LoraConfig;
 use shared::save::save_hf_folder;
 use shared::{GptNeoxConfig, GptNeoxForCausalLM};
@@ -17,7 +17,7 @@ pub struct LoraIo {
     pub base_name: String,
 }
 
-impl<AB: AutodiffBackend> WeightIo<AB> for LoraIo {
+impl<AB: TrainBackend> WeightIo<AB> for LoraIo {
     fn save(&self, model: &GptNeoxForCausalLM<AB>, dir: &Path) -> Result<()> {
         Ok(shared::peft::save_adapter(
             model,
@@ -44,7 +44,7 @@ pub struct FullIo {
     pub f16: bool,
 }
 
-impl<AB: AutodiffBackend> WeightIo<AB> for FullIo {
+impl<AB: TrainBackend> WeightIo<AB> for FullIo {
     fn save(&self, model: &GptNeoxForCausalLM<AB>, dir: &Path) -> Result<()> {
         Ok(save_hf_folder(
             model,

@@ -16,6 +16,8 @@ pub mod replicas;
 pub mod schedule;
 pub mod step;
 
+use shared::ModelBackend;
+use shared::TrainBackend;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,7 +26,6 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use burn::module::AutodiffModule;
 use burn::tensor::ElementConversion;
-use burn::tensor::backend::{AutodiffBackend, Backend};
 use serde::{Deserialize, Serialize};
 use shared::GptNeoxForCausalLM;
 use shared::example::Example;
@@ -72,7 +73,7 @@ pub struct TrainSpec {
 }
 
 /// How a run's trainable weights are written to and read back from a checkpoint folder.
-pub trait WeightIo<AB: AutodiffBackend> {
+pub trait WeightIo<AB: TrainBackend> {
     fn save(&self, model: &GptNeoxForCausalLM<AB>, dir: &Path) -> Result<()>;
     fn load(&self, model: GptNeoxForCausalLM<AB>, dir: &Path) -> Result<GptNeoxForCausalLM<AB>>;
 }
@@ -93,7 +94,7 @@ pub struct TrainSummary {
 }
 
 /// Token-weighted mean loss of `examples` (no dropout, no gradients).
-pub fn eval_loss<B: Backend>(
+pub fn eval_loss<B: ModelBackend>(
     model: &GptNeoxForCausalLM<B>,
     examples: &[Example],
     batch_size: usize,
@@ -137,7 +138,7 @@ pub fn latest_checkpoint(out: &Path) -> Option<(usize, PathBuf)> {
     checkpoints(out).pop()
 }
 
-fn save_checkpoint<AB: AutodiffBackend>(
+fn save_checkpoint<AB: TrainBackend>(
     io: &dyn WeightIo<AB>,
     model: &GptNeoxForCausalLM<AB>,
     opt: &AdamW<AB::InnerBackend>,
@@ -221,7 +222,7 @@ impl Progress {
 
 /// Run (or resume) training. `resume` is a checkpoint folder written by an earlier run.
 #[allow(clippy::too_many_arguments)]
-pub fn train<AB: AutodiffBackend>(
+pub fn train<AB: TrainBackend>(
     mut model: GptNeoxForCausalLM<AB>,
     io: &dyn WeightIo<AB>,
     spec: &TrainSpec,

@@ -14,13 +14,14 @@
 //! their backward pass before the step anyway.
 
 use burn::module::{Module, ModuleMapper, Param};
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor};
 use shared::GptNeoxForCausalLM;
+use shared::TrainBackend;
 
 use super::optim::{AdamW, FlatGrads, GradSum};
 
-pub struct Replicas<AB: AutodiffBackend> {
+pub struct Replicas<AB: TrainBackend> {
     /// `models[j]` lives on `devices[j]`; `models[0]` is the one evaluated and saved.
     models: Vec<GptNeoxForCausalLM<AB>>,
     opts: Vec<AdamW<AB::InnerBackend>>,
@@ -51,7 +52,7 @@ impl<B: Backend> ModuleMapper<B> for CopyTo<'_, B> {
     }
 }
 
-impl<AB: AutodiffBackend> Replicas<AB> {
+impl<AB: TrainBackend> Replicas<AB> {
     /// Copy `model` (already on `devices[0]`) onto every other device. `opt` makes the AdamW
     /// of each device (a fresh one, or one loaded from a checkpoint onto that device).
     pub fn new(
@@ -152,14 +153,14 @@ mod tests {
 
     /// Every trainable parameter, flattened, in visiting order.
     struct Trainable(Vec<Vec<f32>>);
-    impl<AB: AutodiffBackend> ModuleVisitor<AB> for Trainable {
+    impl<AB: TrainBackend> ModuleVisitor<AB> for Trainable {
         fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<AB, D>>) {
             if p.is_require_grad() {
                 self.0.push(p.val().into_data().to_vec().unwrap());
             }
         }
     }
-    fn trainable<AB: AutodiffBackend>(m: &GptNeoxForCausalLM<AB>) -> Vec<Vec<f32>> {
+    fn trainable<AB: TrainBackend>(m: &GptNeoxForCausalLM<AB>) -> Vec<Vec<f32>> {
         let mut v = Trainable(Vec::new());
         m.visit(&mut v);
         v.0
@@ -167,7 +168,7 @@ mod tests {
 
     /// Three data-parallel steps over `devices` (each its own slice of the batch): the replicas
     /// end bit-identical and updated. Returns the first replica's trainable weights.
-    fn three_steps<AB: AutodiffBackend>(devices: &[AB::Device]) -> Vec<Vec<f32>> {
+    fn three_steps<AB: TrainBackend>(devices: &[AB::Device]) -> Vec<Vec<f32>> {
         let config = GptNeoxConfig::from_hf_json(
             r#"{"vocab_size": 64, "hidden_size": 32, "num_hidden_layers": 2,
                 "num_attention_heads": 4, "intermediate_size": 64, "rotary_pct": 0.5}"#,

@@ -10,8 +10,8 @@
 
 use burn::module::Module;
 use burn::tensor::Tensor;
-use burn::tensor::backend::AutodiffBackend;
 use shared::GptNeoxForCausalLM;
+use shared::TrainBackend;
 use shared::loss::causal_lm_nll_sum;
 
 use super::batch::Batch;
@@ -24,7 +24,7 @@ fn layer_seed(seed: u64, layer: usize) -> u64 {
 
 /// Run `batch` forward and backward; add the gradients of `loss_scale` × (summed token NLL) to
 /// `grads` and return that scaled loss. `seed` seeds the dropout of this micro-batch.
-pub fn forward_backward<AB: AutodiffBackend>(
+pub fn forward_backward<AB: TrainBackend>(
     model: &GptNeoxForCausalLM<AB>,
     batch: Batch<AB>,
     loss_scale: f64,
@@ -96,7 +96,7 @@ mod tests {
     /// burn's backend RNG is global: tests that seed it take turns.
     static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-    fn model<AB: AutodiffBackend>(device: &AB::Device) -> GptNeoxForCausalLM<AB> {
+    fn model<AB: TrainBackend>(device: &AB::Device) -> GptNeoxForCausalLM<AB> {
         let config = GptNeoxConfig::from_hf_json(
             r#"{"vocab_size": 64, "hidden_size": 32, "num_hidden_layers": 3,
                 "num_attention_heads": 4, "intermediate_size": 64, "rotary_pct": 0.5}"#,
@@ -108,7 +108,7 @@ mod tests {
     type Grads = Vec<(String, Vec<f32>)>;
 
     /// Loss and gradients of one micro-batch.
-    fn run<AB: AutodiffBackend>(
+    fn run<AB: TrainBackend>(
         m: &GptNeoxForCausalLM<AB>,
         device: &AB::Device,
         seed: u64,
@@ -142,7 +142,7 @@ mod tests {
 
     /// Every weight trained, the embedding included (pretraining): the same loss and gradients
     /// with and without recomputation.
-    fn full_training<AB: AutodiffBackend>(device: &AB::Device) {
+    fn full_training<AB: TrainBackend>(device: &AB::Device) {
         let _turn = RNG.lock().unwrap_or_else(|e| e.into_inner());
         let m = model::<AB>(device);
         let (la, ga) = run(&m, device, 1, false);
@@ -155,7 +155,7 @@ mod tests {
     }
 
     /// LoRA with dropout on every linear: the recomputed layers draw the first pass's masks.
-    fn lora_dropout<AB: AutodiffBackend>(device: &AB::Device) {
+    fn lora_dropout<AB: TrainBackend>(device: &AB::Device) {
         let _turn = RNG.lock().unwrap_or_else(|e| e.into_inner());
         let mut m = model::<AB>(device);
         let lora = LoraConfig {
@@ -183,7 +183,7 @@ mod tests {
 
     /// Sets every trainable parameter (here `lora_A` and `lora_B`) to 0.1.
     struct NonZeroB;
-    impl<AB: AutodiffBackend> ModuleMapper<AB> for NonZeroB {
+    impl<AB: TrainBackend> ModuleMapper<AB> for NonZeroB {
         fn map_float<const D: usize>(&mut self, p: Param<Tensor<AB, D>>) -> Param<Tensor<AB, D>> {
             if p.is_require_grad() {
                 let (id, t, mapper) = p.consume();

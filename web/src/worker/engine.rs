@@ -5,8 +5,8 @@
 use std::cell::Cell;
 use std::ops::ControlFlow;
 
-use burn::tensor::backend::Backend as BurnBackend;
 use js_sys::{Promise, Reflect};
+use shared::ModelBackend;
 use shared::generate::{GenerationConfig, generate};
 use shared::manifest::Manifest;
 use shared::package::Package;
@@ -24,7 +24,7 @@ use crate::settings::Settings;
 type Gpu = burn::backend::wgpu::Wgpu<f32, i32>;
 type Cpu = burn::backend::Flex;
 
-pub struct Loaded<B: BurnBackend> {
+pub struct Loaded<B: ModelBackend> {
     package: Package<B>,
     device: B::Device,
 }
@@ -134,7 +134,7 @@ impl Engine {
     }
 }
 
-async fn run<B: BurnBackend>(
+async fn run<B: ModelBackend>(
     l: &Loaded<B>,
     id: u64,
     question: &str,

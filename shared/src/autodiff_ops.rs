@@ -1,0 +1,362 @@
+//! [`ModelBackend`] under autodiff: attention, GELU, LayerNorm and the NF4 matmul as single graph nodes whose
+//! backward pass recomputes their large intermediates (see `backend.rs`).
+//!
+//! Attention backward, with `P = softmax(q·kᵀ·c + mask)`, `c = 1/√d` and `g` the output's
+//! gradient (what FlashAttention computes, here with `P` materialised for one layer at a time):
+//! `dv = Pᵀ·g`, `dP = g·vᵀ`, `dS = P ⊙ (dP − rowsum(P ⊙ dP))`, `dq = dS·k·c`, `dk = dSᵀ·q·c`.
+
+use burn::backend::Autodiff;
+use burn::backend::autodiff::NodeId;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
+use burn::module::AutodiffModule;
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{Tensor, TensorPrimitive};
+
+use crate::backend::{ModelBackend, causal_probs};
+use crate::base_weight::Nf4Weight;
+
+fn from_prim<B: ModelBackend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(t))
+}
+
+fn to_prim<B: ModelBackend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {
+    t.into_primitive().tensor()
+}
+
+#[derive(Debug)]
+struct CausalAttention;
+
+impl<B: ModelBackend> Backward<B, 3> for CausalAttention {
+    type State = (NodeId, NodeId, NodeId);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, cp: &mut Checkpointer) {
+        let (q, k, v) = ops.state;
+        let q: Tensor<B, 4> = from_prim(cp.retrieve_node_output(q));
+        let k: Tensor<B, 4> = from_prim(cp.retrieve_node_output(k));
+        let v: Tensor<B, 4> = from_prim(cp.retrieve_node_output(v));
+        let g: Tensor<B, 4> = from_prim(grads.consume::<B>(&ops.node));
+        let c = (q.dims()[3] as f64).powf(-0.5);
+        let p = causal_probs(q.clone(), k.clone());
+        let [pq, pk, pv] = ops.parents;
+        if let Some(node) = pv {
+            grads.register::<B>(node.id, to_prim(p.clone().transpose().matmul(g.clone())));
+        }
+        if pq.is_none() && pk.is_none() {
+            return;
+        }
+        let dp = g.matmul(v.transpose());
+        let row = (p.clone() * dp.clone()).sum_dim(3);
+        let ds = p * (dp - row);
+        if let Some(node) = pk {
+            grads.register::<B>(node.id, to_prim(ds.clone().transpose().matmul(q) * c));
+        }
+        if let Some(node) = pq {
+            grads.register::<B>(node.id, to_prim(ds.matmul(k) * c));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Gelu<const D: usize>;
+
+impl<B: ModelBackend, const D: usize> Backward<B, 1> for Gelu<D> {
+    type State = NodeId;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, cp: &mut Checkpointer) {
+        let x: Tensor<B, D> = from_prim(cp.retrieve_node_output(ops.state));
+        unary::<B, _>(ops.parents, ops.node, grads, |g| {
+            // d/dx x·Φ(x) = Φ(x) + x·φ(x), φ(x) = exp(−x²/2)/√(2π)
+            let cdf = ((x.clone() / std::f64::consts::SQRT_2).erf() + 1.0) * 0.5;
+            let pdf =
+                (x.clone().powi_scalar(2) * -0.5).exp() * (2.0 * std::f64::consts::PI).powf(-0.5);
+            to_prim(from_prim::<B, D>(g) * (cdf + x * pdf))
+        });
+    }
+}
+
+#[derive(Debug)]
+struct LayerNorm<const D: usize>;
+
+impl<B: ModelBackend, const D: usize> Backward<B, 3> for LayerNorm<D> {
+    /// The input, gamma, epsilon.
+    type State = (NodeId, FloatTensor<B>, f64);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, cp: &mut Checkpointer) {
+        let (x, gamma, eps) = ops.state;
+        let x: Tensor<B, D> = from_prim(cp.retrieve_node_output(x));
+        let g: Tensor<B, D> = from_prim(grads.consume::<B>(&ops.node));
+        let n = x.dims()[D - 1];
+        let xc = x.clone() - x.mean_dim(D - 1);
+        let rstd = ((xc.clone() * xc.clone()).mean_dim(D - 1) + eps)
+            .sqrt()
+            .recip();
+        let xhat = xc * rstd.clone();
+        // Σ over every position, per feature: `[n]`.
+        let per_feature = |t: Tensor<B, D>| t.reshape([-1, n as i32]).sum_dim(0).reshape([n]);
+        let [px, pgamma, pbeta] = ops.parents;
+        if let Some(node) = pbeta {
+            grads.register::<B>(node.id, to_prim(per_feature(g.clone())));
+        }
+        if let Some(node) = pgamma {
+            grads.register::<B>(node.id, to_prim(per_feature(g.clone() * xhat.clone())));
+        }
+        if let Some(node) = px {
+            let gamma: Tensor<B, 1> = from_prim(gamma);
+            let dxhat = g * gamma.unsqueeze::<D>();
+            let mean_d = dxhat.clone().mean_dim(D - 1);
+            let mean_dx = (dxhat.clone() * xhat.clone()).mean_dim(D - 1);
+            grads.register::<B>(node.id, to_prim((dxhat - mean_d - xhat * mean_dx) * rstd));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Nf4Matmul<const D: usize>;
+
+impl<B: ModelBackend, const D: usize> Backward<B, 1> for Nf4Matmul<D> {
+    /// The weight's codes and scales: dequantized again here.
+    type State = Nf4Weight<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let w = ops.state;
+        unary::<B, _>(ops.parents, ops.node, grads, |g| {
+            // dx = g·Wᵀ, in the weight's compute dtype; `compute_weight` is Wᵀ (`[out, in]`).
+            let g: Tensor<B, D> = from_prim(g);
+            let wt = w.compute_weight();
+            let gd = g.dtype();
+            let dx = g.cast(wt.dtype()).matmul(wt.unsqueeze::<D>()).cast(gd);
+            to_prim(dx)
+        });
+    }
+}
+
+impl<B: ModelBackend, C: CheckpointStrategy> ModelBackend for Autodiff<B, C> {
+    fn causal_attention(
+        q: Tensor<Self, 4>,
+        k: Tensor<Self, 4>,
+        v: Tensor<Self, 4>,
+    ) -> Tensor<Self, 4> {
+        let (q, k, v) = (to_prim(q), to_prim(k), to_prim(v));
+        let out = |q: &FloatTensor<Self>, k: &FloatTensor<Self>, v: &FloatTensor<Self>| {
+            to_prim(B::causal_attention(
+                from_prim(q.primitive.clone()),
+                from_prim(k.primitive.clone()),
+                from_prim(v.primitive.clone()),
+            ))
+        };
+        let nodes = [q.node.clone(), k.node.clone(), v.node.clone()];
+        let result = match CausalAttention
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let state = (
+                    prep.checkpoint(&q),
+                    prep.checkpoint(&k),
+                    prep.checkpoint(&v),
+                );
+                prep.finish(state, out(&q, &k, &v))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(out(&q, &k, &v)),
+        };
+        from_prim(result)
+    }
+
+    fn gelu_erf<const D: usize>(x: Tensor<Self, D>) -> Tensor<Self, D> {
+        let x = to_prim(x);
+        let y = to_prim(B::gelu_erf(from_prim::<B, D>(x.primitive.clone())));
+        let result = match Gelu::<D>
+            .prepare::<C>([x.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let state = prep.checkpoint(&x);
+                prep.finish(state, y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        };
+        from_prim(result)
+    }
+
+    fn layernorm<const D: usize>(
+        x: Tensor<Self, D>,
+        gamma: Tensor<Self, 1>,
+        beta: Tensor<Self, 1>,
+        epsilon: f64,
+    ) -> Tensor<Self, D> {
+        let (x, gamma, beta) = (to_prim(x), to_prim(gamma), to_prim(beta));
+        let y = to_prim(B::layernorm(
+            from_prim::<B, D>(x.primitive.clone()),
+            from_prim(gamma.primitive.clone()),
+            from_prim(beta.primitive.clone()),
+            epsilon,
+        ));
+        let nodes = [x.node.clone(), gamma.node.clone(), beta.node.clone()];
+        let result = match LayerNorm::<D>
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let state = (prep.checkpoint(&x), gamma.primitive, epsilon);
+                prep.finish(state, y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        };
+        from_prim(result)
+    }
+
+    fn nf4_matmul<const D: usize>(x: Tensor<Self, D>, w: &Nf4Weight<Self>) -> Tensor<Self, D> {
+        let x = to_prim(x);
+        let w = w.clone().valid();
+        let y = to_prim(B::nf4_matmul(from_prim::<B, D>(x.primitive.clone()), &w));
+        let result = match Nf4Matmul::<D>
+            .prepare::<C>([x.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(w, y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        };
+        from_prim(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+    use burn::tensor::{Distribution, Tolerance};
+
+    type AD = Autodiff<Flex>;
+
+    fn random(shape: [usize; 4], seed: u64) -> Tensor<AD, 4> {
+        <Flex as burn::tensor::backend::Backend>::seed(&Default::default(), seed);
+        Tensor::random(shape, Distribution::Normal(0.0, 1.0), &Default::default())
+    }
+
+    /// The fused node against autodiff through the materialised softmax, with the queries after
+    /// a cache (T < S) and only some inputs tracked.
+    #[test]
+    fn attention_gradients_match_the_materialised_graph() {
+        let (q0, k0, v0) = (
+            random([2, 3, 5, 4], 1),
+            random([2, 3, 7, 4], 2),
+            random([2, 3, 7, 4], 3),
+        );
+        let w = random([2, 3, 5, 4], 4); // a loss that weighs every output differently
+        for tracked in [
+            [true, true, true],
+            [false, true, false],
+            [true, false, false],
+        ] {
+            let inputs = || {
+                let t = |x: &Tensor<AD, 4>, on: bool| {
+                    if on {
+                        x.clone().require_grad()
+                    } else {
+                        x.clone()
+                    }
+                };
+                (t(&q0, tracked[0]), t(&k0, tracked[1]), t(&v0, tracked[2]))
+            };
+            let (q, k, v) = inputs();
+            let fused = AD::causal_attention(q.clone(), k.clone(), v.clone());
+            let g = (fused.clone() * w.clone()).sum().backward();
+            let (rq, rk, rv) = inputs();
+            let reference = causal_probs(rq.clone(), rk.clone()).matmul(rv.clone());
+            let rg = (reference.clone() * w.clone()).sum().backward();
+            fused
+                .into_data()
+                .assert_approx_eq::<f32>(&reference.into_data(), Tolerance::default());
+            for ((x, rx), on) in [(q, rq), (k, rk), (v, rv)].into_iter().zip(tracked) {
+                assert_eq!(x.grad(&g).is_some(), on);
+                if on {
+                    let (a, b) = (x.grad(&g).unwrap(), rx.grad(&rg).unwrap());
+                    a.into_data()
+                        .assert_approx_eq::<f32>(&b.into_data(), Tolerance::default());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn gelu_gradient_matches_the_formula_graph() {
+        let x0 = random([2, 3, 4, 5], 7) * 3.0;
+        let w = random([2, 3, 4, 5], 8);
+        let x = x0.clone().require_grad();
+        let y = AD::gelu_erf(x.clone());
+        let g = (y.clone() * w.clone()).sum().backward();
+        let rx = x0.require_grad();
+        let r = rx.clone() * ((rx.clone() / std::f64::consts::SQRT_2).erf() + 1.0) * 0.5;
+        let rg = (r.clone() * w).sum().backward();
+        y.into_data()
+            .assert_approx_eq::<f32>(&r.into_data(), Tolerance::default());
+        let (a, b) = (x.grad(&g).unwrap(), rx.grad(&rg).unwrap());
+        a.into_data()
+            .assert_approx_eq::<f32>(&b.into_data(), Tolerance::default());
+    }
+
+    #[test]
+    fn layernorm_gradients_match_burns_graph() {
+        let x0 = random([2, 3, 6, 8], 9) * 2.0 + 0.5;
+        let w = random([2, 3, 6, 8], 10);
+        let (g0, b0) = (
+            random([1, 1, 1, 8], 11).reshape([8]),
+            random([1, 1, 1, 8], 12).reshape([8]),
+        );
+        for tracked in [
+            [true, true, true],
+            [true, false, false],
+            [false, true, true],
+        ] {
+            let t = |x: &Tensor<AD, 4>, on: bool| {
+                if on {
+                    x.clone().require_grad()
+                } else {
+                    x.clone()
+                }
+            };
+            let t1 = |x: &Tensor<AD, 1>, on: bool| {
+                if on {
+                    x.clone().require_grad()
+                } else {
+                    x.clone()
+                }
+            };
+            let (x, g, b) = (t(&x0, tracked[0]), t1(&g0, tracked[1]), t1(&b0, tracked[2]));
+            let y = AD::layernorm(x.clone(), g.clone(), b.clone(), 1e-5);
+            let grads = (y.clone() * w.clone()).sum().backward();
+            let (rx, rg, rb) = (t(&x0, tracked[0]), t1(&g0, tracked[1]), t1(&b0, tracked[2]));
+            let r = Tensor::<AD, 4>::from_primitive(TensorPrimitive::Float(
+                <AD as burn::tensor::ops::ModuleOps<AD>>::layer_norm(
+                    rx.clone().into_primitive().tensor(),
+                    rg.clone().into_primitive().tensor(),
+                    Some(rb.clone().into_primitive().tensor()),
+                    1e-5,
+                ),
+            ));
+            let rgrads = (r.clone() * w.clone()).sum().backward();
+            y.into_data()
+                .assert_approx_eq::<f32>(&r.into_data(), Tolerance::default());
+            if tracked[0] {
+                let (a, e) = (x.grad(&grads).unwrap(), rx.grad(&rgrads).unwrap());
+                a.into_data()
+                    .assert_approx_eq::<f32>(&e.into_data(), Tolerance::default());
+            }
+            if tracked[1] {
+                let (a, e) = (g.grad(&grads).unwrap(), rg.grad(&rgrads).unwrap());
+                a.into_data()
+                    .assert_approx_eq::<f32>(&e.into_data(), Tolerance::default());
+                let (a, e) = (b.grad(&grads).unwrap(), rb.grad(&rgrads).unwrap());
+                a.into_data()
+                    .assert_approx_eq::<f32>(&e.into_data(), Tolerance::default());
+            }
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! The operations of the model that a backend may run its own way: [`ModelBackend`].
+//!
+//! Plain backends compute them with burn's ops (attention with the backend's fused kernel where
+//! it has one). Under autodiff (`autodiff_ops.rs`) each is one graph node whose backward pass
+//! recomputes what it needs from small inputs instead of keeping large intermediates alive until
+//! backward, as PyTorch's fused attention and bitsandbytes' `MatMul4Bit` do:
+//! - attention keeps q, k and v, not the `[batch, heads, T, S]` scores and probabilities;
+//! - GELU keeps its input, not the three intermediates of its formula;
+//! - LayerNorm keeps its input, not the centred and the normalised input;
+//! - an NF4 matmul keeps the 4-bit codes, not the dequantized weight.
+//!
+//! Model code is generic over `B: ModelBackend`; training code over [`TrainBackend`].
+
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::ops::{AttentionModuleOptions, ModuleOps};
+use burn::tensor::{Bool, Tensor, TensorPrimitive, activation::softmax};
+
+use crate::base_weight::Nf4Weight;
+
+pub trait ModelBackend: Backend {
+    /// `softmax(q·kᵀ/√d + causal mask)·v` for `q: [b, h, T, d]`, `k, v: [b, h, S, d]`, `S ≥ T`:
+    /// query `i` sits at position `S − T + i` and sees keys `0..=S − T + i` (a KV cache holds
+    /// the first `S − T`).
+    fn causal_attention(
+        q: Tensor<Self, 4>,
+        k: Tensor<Self, 4>,
+        v: Tensor<Self, 4>,
+    ) -> Tensor<Self, 4> {
+        let t = q.dims()[2];
+        let options = AttentionModuleOptions {
+            scale: None,
+            softcap: None,
+            is_causal: t > 1,
+        };
+        burn::tensor::module::attention(q, k, v, None, None, options)
+    }
+
+    /// Exact GELU, `x·Φ(x) = x·(1 + erf(x/√2))/2` (HF's `gelu`).
+    fn gelu_erf<const D: usize>(x: Tensor<Self, D>) -> Tensor<Self, D> {
+        x.clone() * ((x / std::f64::consts::SQRT_2).erf() + 1.0) * 0.5
+    }
+
+    /// LayerNorm over the last dimension, `(x − mean)/√(var + ε)·gamma + beta` (biased
+    /// variance), as burn's `layer_norm` op computes it.
+    fn layernorm<const D: usize>(
+        x: Tensor<Self, D>,
+        gamma: Tensor<Self, 1>,
+        beta: Tensor<Self, 1>,
+        epsilon: f64,
+    ) -> Tensor<Self, D> {
+        let y = <Self as ModuleOps<Self>>::layer_norm(
+            x.into_primitive().tensor(),
+            gamma.into_primitive().tensor(),
+            Some(beta.into_primitive().tensor()),
+            epsilon,
+        );
+        Tensor::from_primitive(TensorPrimitive::Float(y))
+    }
+
+    /// `x·W` with `W` the NF4 weight dequantized (`[in, out]`), multiplied in the weight's
+    /// compute dtype; the result comes back in `x`'s dtype.
+    fn nf4_matmul<const D: usize>(x: Tensor<Self, D>, w: &Nf4Weight<Self>) -> Tensor<Self, D> {
+        let w = w.compute_weight().transpose();
+        let (xd, wd) = (x.dtype(), w.dtype());
+        burn::tensor::module::linear(x.cast(wd), w, None).cast(xd)
+    }
+}
+
+/// A backend that trains the model: autodiff over a [`ModelBackend`].
+pub trait TrainBackend: AutodiffBackend<InnerBackend: ModelBackend> + ModelBackend {}
+
+impl<B> TrainBackend for B where B: AutodiffBackend<InnerBackend: ModelBackend> + ModelBackend {}
+
+/// The attention probabilities `softmax(q·kᵀ/√d + causal mask)`, `[b, h, T, S]`, materialised
+/// (the backward pass of [`ModelBackend::causal_attention`] and the reference in tests).
+pub fn causal_probs<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>) -> Tensor<B, 4> {
+    let [b, h, t, d] = q.dims();
+    let s = k.dims()[2];
+    let scores = q.matmul(k.transpose()) * (d as f64).powf(-0.5);
+    let scores = if t > 1 {
+        let mask = Tensor::<B, 2, Bool>::tril_mask([t, s], (s - t) as i64, &scores.device())
+            .unsqueeze::<4>()
+            .expand([b, h, t, s]);
+        scores.mask_fill(mask, f32::MIN)
+    } else {
+        scores
+    };
+    softmax(scores, 3)
+}
+
+impl ModelBackend for burn::backend::Flex {}
+
+#[cfg(feature = "cubecl")]
+impl<R, F, I, BT> ModelBackend for burn_cubecl::CubeBackend<R, F, I, BT>
+where
+    R: burn_cubecl::CubeRuntime,
+    R::Server: burn_cubecl::cubecl::server::ComputeServer,
+    R::Device: burn::tensor::backend::DeviceOps,
+    F: burn_cubecl::FloatElement,
+    I: burn_cubecl::IntElement,
+    BT: burn_cubecl::BoolElement,
+{
+}
+
+#[cfg(feature = "fusion")]
+impl<B: burn_fusion::FusionBackend> ModelBackend for burn_fusion::Fusion<B> {}

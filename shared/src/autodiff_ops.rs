@@ -30,13 +30,14 @@ fn to_prim<B: ModelBackend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {
 struct CausalAttention;
 
 impl<B: ModelBackend> Backward<B, 3> for CausalAttention {
-    type State = (NodeId, NodeId, NodeId);
+    /// q, k and v, v copied: it is a view of the fused qkv projection, which it would keep
+    /// alive whole (q and k are the rotary embedding's own outputs).
+    type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
 
-    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, cp: &mut Checkpointer) {
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (q, k, v) = ops.state;
-        let q: Tensor<B, 4> = from_prim(cp.retrieve_node_output(q));
-        let k: Tensor<B, 4> = from_prim(cp.retrieve_node_output(k));
-        let v: Tensor<B, 4> = from_prim(cp.retrieve_node_output(v));
+        let (q, k, v): (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) =
+            (from_prim(q), from_prim(k), from_prim(v));
         let g: Tensor<B, 4> = from_prim(grads.consume::<B>(&ops.node));
         let c = (q.dims()[3] as f64).powf(-0.5);
         let p = causal_probs(q.clone(), k.clone());
@@ -153,13 +154,10 @@ impl<B: ModelBackend, C: CheckpointStrategy> ModelBackend for Autodiff<B, C> {
             .compute_bound()
             .stateful()
         {
-            OpsKind::Tracked(mut prep) => {
-                let state = (
-                    prep.checkpoint(&q),
-                    prep.checkpoint(&k),
-                    prep.checkpoint(&v),
-                );
-                prep.finish(state, out(&q, &k, &v))
+            OpsKind::Tracked(prep) => {
+                let y = out(&q, &k, &v);
+                let v = B::float_mul_scalar(v.primitive, 1.0.into());
+                prep.finish((q.primitive, k.primitive, v), y)
             }
             OpsKind::UnTracked(prep) => prep.finish(out(&q, &k, &v)),
         };

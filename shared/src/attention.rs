@@ -3,6 +3,7 @@
 //! optional KV cache.
 
 use crate::ModelBackend;
+use crate::backend::split_qkv;
 use crate::linear::Linear;
 use burn::module::Module;
 use burn::tensor::Tensor;
@@ -37,14 +38,14 @@ impl<B: ModelBackend> Attention<B> {
             .forward(x)
             .reshape([b, t, nh, 3 * hd])
             .swap_dims(1, 2);
-        let q = rope.apply(qkv.clone().narrow(3, 0, hd));
-        let k = rope.apply(qkv.clone().narrow(3, hd, hd));
-        let v = qkv.narrow(3, 2 * hd, hd);
-        let (k, v) = match cache {
-            Some((cache, layer)) => cache.append(layer, k, v),
-            None => (k, v),
-        };
-        let out = B::causal_attention(q, k, v); // [b, nh, t, hd]
+        let out = match cache {
+            None => B::qkv_attention(qkv, rope),
+            Some((cache, layer)) => {
+                let (q, k, v) = split_qkv(qkv, rope);
+                let (k, v) = cache.append(layer, k, v);
+                B::causal_attention(q, k, v)
+            }
+        }; // [b, nh, t, hd]
         self.dense
             .forward(out.swap_dims(1, 2).reshape([b, t, hidden]))
     }

@@ -3,7 +3,9 @@
 //!
 //! Attention backward, with `P = softmax(q·kᵀ·c + mask)`, `c = 1/√d` and `g` the output's
 //! gradient (what FlashAttention computes, here with `P` materialised for one layer at a time):
-//! `dv = Pᵀ·g`, `dP = g·vᵀ`, `dS = P ⊙ (dP − rowsum(P ⊙ dP))`, `dq = dS·k·c`, `dk = dSᵀ·q·c`.
+//! `dv = Pᵀ·g`, `dP = g·vᵀ`, `dS = P ⊙ (dP − rowsum(P ⊙ dP))`, `dq = dS·k·c`, `dk = dSᵀ·q·c`;
+//! then through the rotary embedding (`Rope::apply_transpose`) and into one `[b, h, T, 3·d]`
+//! gradient of the fused projection.
 
 use burn::backend::Autodiff;
 use burn::backend::autodiff::NodeId;
@@ -15,8 +17,9 @@ use burn::module::AutodiffModule;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Tensor, TensorPrimitive};
 
-use crate::backend::{ModelBackend, causal_probs};
+use crate::backend::{ModelBackend, causal_probs, split_qkv};
 use crate::base_weight::Nf4Weight;
+use crate::rope::Rope;
 
 fn from_prim<B: ModelBackend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(t))
@@ -27,36 +30,30 @@ fn to_prim<B: ModelBackend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {
 }
 
 #[derive(Debug)]
-struct CausalAttention;
+struct QkvAttention;
 
-impl<B: ModelBackend> Backward<B, 3> for CausalAttention {
-    /// q, k and v, v copied: it is a view of the fused qkv projection, which it would keep
-    /// alive whole (q and k are the rotary embedding's own outputs).
-    type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
+impl<B: ModelBackend> Backward<B, 1> for QkvAttention {
+    /// q and k after the rotary embedding, a copy of v (a view would keep the whole fused
+    /// projection alive), the rotary tables.
+    type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, Rope<B>);
 
-    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let (q, k, v) = ops.state;
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (q, k, v, rope) = ops.state;
         let (q, k, v): (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) =
             (from_prim(q), from_prim(k), from_prim(v));
-        let g: Tensor<B, 4> = from_prim(grads.consume::<B>(&ops.node));
-        let c = (q.dims()[3] as f64).powf(-0.5);
-        let p = causal_probs(q.clone(), k.clone());
-        let [pq, pk, pv] = ops.parents;
-        if let Some(node) = pv {
-            grads.register::<B>(node.id, to_prim(p.clone().transpose().matmul(g.clone())));
-        }
-        if pq.is_none() && pk.is_none() {
-            return;
-        }
-        let dp = g.matmul(v.transpose());
-        let row = (p.clone() * dp.clone()).sum_dim(3);
-        let ds = p * (dp - row);
-        if let Some(node) = pk {
-            grads.register::<B>(node.id, to_prim(ds.clone().transpose().matmul(q) * c));
-        }
-        if let Some(node) = pq {
-            grads.register::<B>(node.id, to_prim(ds.matmul(k) * c));
-        }
+        unary::<B, _>(ops.parents, ops.node, grads, |g| {
+            let c = (q.dims()[3] as f64).powf(-0.5);
+            let g: Tensor<B, 4> = from_prim(g);
+            let p = causal_probs(q.clone(), k.clone());
+            let dv = p.clone().transpose().matmul(g.clone());
+            let dp = g.matmul(v.transpose());
+            let row = (p.clone() * dp.clone()).sum_dim(3);
+            let ds = p * (dp - row);
+            let dk = ds.clone().transpose().matmul(q) * c;
+            let dq = ds.matmul(k) * c;
+            let parts = vec![rope.apply_transpose(dq), rope.apply_transpose(dk), dv];
+            to_prim(Tensor::cat(parts, 3))
+        });
     }
 }
 
@@ -135,31 +132,21 @@ impl<B: ModelBackend, const D: usize> Backward<B, 1> for Nf4Matmul<D> {
 }
 
 impl<B: ModelBackend, C: CheckpointStrategy> ModelBackend for Autodiff<B, C> {
-    fn causal_attention(
-        q: Tensor<Self, 4>,
-        k: Tensor<Self, 4>,
-        v: Tensor<Self, 4>,
-    ) -> Tensor<Self, 4> {
-        let (q, k, v) = (to_prim(q), to_prim(k), to_prim(v));
-        let out = |q: &FloatTensor<Self>, k: &FloatTensor<Self>, v: &FloatTensor<Self>| {
-            to_prim(B::causal_attention(
-                from_prim(q.primitive.clone()),
-                from_prim(k.primitive.clone()),
-                from_prim(v.primitive.clone()),
-            ))
-        };
-        let nodes = [q.node.clone(), k.node.clone(), v.node.clone()];
-        let result = match CausalAttention
-            .prepare::<C>(nodes)
+    fn qkv_attention(qkv: Tensor<Self, 4>, rope: &Rope<Self>) -> Tensor<Self, 4> {
+        let qkv = to_prim(qkv);
+        let rope = rope.inner();
+        let (q, k, v) = split_qkv(from_prim::<B, 4>(qkv.primitive), &rope);
+        let y = to_prim(B::causal_attention(q.clone(), k.clone(), v.clone()));
+        let result = match QkvAttention
+            .prepare::<C>([qkv.node])
             .compute_bound()
             .stateful()
         {
             OpsKind::Tracked(prep) => {
-                let y = out(&q, &k, &v);
-                let v = B::float_mul_scalar(v.primitive, 1.0.into());
-                prep.finish((q.primitive, k.primitive, v), y)
+                let v = to_prim(v * 1.0);
+                prep.finish((to_prim(q), to_prim(k), v, rope), y)
             }
-            OpsKind::UnTracked(prep) => prep.finish(out(&q, &k, &v)),
+            OpsKind::UnTracked(prep) => prep.finish(y),
         };
         from_prim(result)
     }
@@ -238,49 +225,43 @@ mod tests {
         Tensor::random(shape, Distribution::Normal(0.0, 1.0), &Default::default())
     }
 
-    /// The fused node against autodiff through the materialised softmax, with the queries after
-    /// a cache (T < S) and only some inputs tracked.
+    /// The fused node against autodiff through the slices, the rotary embedding (partial, as
+    /// GPT-NeoX's) and the materialised softmax.
     #[test]
-    fn attention_gradients_match_the_materialised_graph() {
-        let (q0, k0, v0) = (
+    fn qkv_attention_gradient_matches_the_materialised_graph() {
+        let device = Default::default();
+        let rope = Rope::<AD>::new(4, 8, 10000.0, 0, 6, &device);
+        let qkv0 = random([2, 3, 6, 24], 1);
+        let w = random([2, 3, 6, 8], 4); // a loss that weighs every output differently
+        let qkv = qkv0.clone().require_grad();
+        let fused = AD::qkv_attention(qkv.clone(), &rope);
+        let g = (fused.clone() * w.clone()).sum().backward();
+        let rqkv = qkv0.require_grad();
+        let (q, k, v) = split_qkv(rqkv.clone(), &rope);
+        let reference = causal_probs(q, k).matmul(v);
+        let rg = (reference.clone() * w).sum().backward();
+        let tol = Tolerance::default();
+        fused
+            .into_data()
+            .assert_approx_eq::<f32>(&reference.into_data(), tol);
+        let (a, b) = (qkv.grad(&g).unwrap(), rqkv.grad(&rg).unwrap());
+        a.into_data().assert_approx_eq::<f32>(&b.into_data(), tol);
+    }
+
+    /// Decoding after a cache (T < S): the backend's attention with the bottom-right causal mask.
+    #[test]
+    fn attention_after_a_cache_matches_the_materialised_softmax() {
+        let (q, k, v) = (
             random([2, 3, 5, 4], 1),
             random([2, 3, 7, 4], 2),
             random([2, 3, 7, 4], 3),
         );
-        let w = random([2, 3, 5, 4], 4); // a loss that weighs every output differently
-        for tracked in [
-            [true, true, true],
-            [false, true, false],
-            [true, false, false],
-        ] {
-            let inputs = || {
-                let t = |x: &Tensor<AD, 4>, on: bool| {
-                    if on {
-                        x.clone().require_grad()
-                    } else {
-                        x.clone()
-                    }
-                };
-                (t(&q0, tracked[0]), t(&k0, tracked[1]), t(&v0, tracked[2]))
-            };
-            let (q, k, v) = inputs();
-            let fused = AD::causal_attention(q.clone(), k.clone(), v.clone());
-            let g = (fused.clone() * w.clone()).sum().backward();
-            let (rq, rk, rv) = inputs();
-            let reference = causal_probs(rq.clone(), rk.clone()).matmul(rv.clone());
-            let rg = (reference.clone() * w.clone()).sum().backward();
-            fused
-                .into_data()
-                .assert_approx_eq::<f32>(&reference.into_data(), Tolerance::default());
-            for ((x, rx), on) in [(q, rq), (k, rk), (v, rv)].into_iter().zip(tracked) {
-                assert_eq!(x.grad(&g).is_some(), on);
-                if on {
-                    let (a, b) = (x.grad(&g).unwrap(), rx.grad(&rg).unwrap());
-                    a.into_data()
-                        .assert_approx_eq::<f32>(&b.into_data(), Tolerance::default());
-                }
-            }
-        }
+        let (q, k, v) = (q.inner(), k.inner(), v.inner());
+        let fused = Flex::causal_attention(q.clone(), k.clone(), v.clone());
+        let reference = causal_probs(q, k).matmul(v);
+        fused
+            .into_data()
+            .assert_approx_eq::<f32>(&reference.into_data(), Tolerance::default());
     }
 
     #[test]

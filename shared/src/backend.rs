@@ -4,7 +4,9 @@
 //! it has one). Under autodiff (`autodiff_ops.rs`) each is one graph node whose backward pass
 //! recomputes what it needs from small inputs instead of keeping large intermediates alive until
 //! backward, as PyTorch's fused attention and bitsandbytes' `MatMul4Bit` do:
-//! - attention keeps q, k and v, not the `[batch, heads, T, S]` scores and probabilities;
+//! - attention keeps the fused qkv projection, not the rotary embedding's intermediates nor the
+//!   `[batch, heads, T, T]` scores and probabilities, and its backward pass returns the qkv
+//!   gradient in one piece (no zero-filled tensor per slice);
 //! - GELU keeps its input, not the three intermediates of its formula;
 //! - LayerNorm keeps its input, not the centred and the normalised input;
 //! - an NF4 matmul keeps the 4-bit codes, not the dequantized weight.
@@ -16,6 +18,7 @@ use burn::tensor::ops::{AttentionModuleOptions, ModuleOps};
 use burn::tensor::{Bool, Tensor, TensorPrimitive, activation::softmax};
 
 use crate::base_weight::Nf4Weight;
+use crate::rope::Rope;
 
 pub trait ModelBackend: Backend {
     /// `softmax(q·kᵀ/√d + causal mask)·v` for `q: [b, h, T, d]`, `k, v: [b, h, S, d]`, `S ≥ T`:
@@ -33,6 +36,14 @@ pub trait ModelBackend: Backend {
             is_causal: t > 1,
         };
         burn::tensor::module::attention(q, k, v, None, None, options)
+    }
+
+    /// Causal self-attention over a whole sequence (no cache) from the fused projection
+    /// `qkv: [b, h, T, 3·d]`, each head's q, k and v in turn, the rotary embedding applied to
+    /// q and k ([`split_qkv`]).
+    fn qkv_attention(qkv: Tensor<Self, 4>, rope: &Rope<Self>) -> Tensor<Self, 4> {
+        let (q, k, v) = split_qkv(qkv, rope);
+        Self::causal_attention(q, k, v)
     }
 
     /// Exact GELU, `x·Φ(x) = x·(1 + erf(x/√2))/2` (HF's `gelu`).
@@ -70,6 +81,17 @@ pub trait ModelBackend: Backend {
 pub trait TrainBackend: AutodiffBackend<InnerBackend: ModelBackend> + ModelBackend {}
 
 impl<B> TrainBackend for B where B: AutodiffBackend<InnerBackend: ModelBackend> + ModelBackend {}
+
+/// `[b, h, T, 3·d]` → q and k (rotary embedding applied) and v, `[b, h, T, d]` each.
+pub fn split_qkv<B: Backend>(
+    qkv: Tensor<B, 4>,
+    rope: &Rope<B>,
+) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
+    let d = qkv.dims()[3] / 3;
+    let q = rope.apply(qkv.clone().narrow(3, 0, d));
+    let k = rope.apply(qkv.clone().narrow(3, d, d));
+    (q, k, qkv.narrow(3, 2 * d, d))
+}
 
 /// The attention probabilities `softmax(q·kᵀ/√d + causal mask)`, `[b, h, T, S]`, materialised
 /// (the backward pass of [`ModelBackend::causal_attention`] and the reference in tests).

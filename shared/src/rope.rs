@@ -86,4 +86,34 @@ impl<B: Backend> Rope<B> {
         }
         x * self.cos.clone() + Tensor::cat(parts, 3) * self.sin.clone()
     }
+
+    /// The adjoint of [`apply`](Self::apply), for a backward pass: `d·cos + rotate_halfᵀ(d·sin)`
+    /// with `rotate_halfᵀ(y) = [y2, −y1]` on the rotary dims.
+    pub fn apply_transpose(&self, d: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [b, h, t, head_dim] = d.dims();
+        let rd = self.ndims;
+        if rd == 0 {
+            return d;
+        }
+        let half = rd / 2;
+        let ds = d.clone() * self.sin.clone();
+        let y1 = ds.clone().narrow(3, 0, half);
+        let y2 = ds.narrow(3, half, half);
+        let mut parts = vec![y2, y1.neg()];
+        if rd < head_dim {
+            parts.push(Tensor::zeros([b, h, t, head_dim - rd], &d.device()));
+        }
+        d * self.cos.clone() + Tensor::cat(parts, 3)
+    }
+}
+
+impl<B: burn::tensor::backend::AutodiffBackend> Rope<B> {
+    /// The same tables on the inner backend.
+    pub fn inner(&self) -> Rope<B::InnerBackend> {
+        Rope {
+            cos: self.cos.clone().inner(),
+            sin: self.sin.clone().inner(),
+            ndims: self.ndims,
+        }
+    }
 }

@@ -1,4 +1,4 @@
-//! [`ModelBackend`] under autodiff: attention, GELU, LayerNorm and the NF4 matmul as single graph nodes whose
+//! [`ModelBackend`] under autodiff: attention, GELU, LayerNorm, the loss and the NF4 matmul as single graph nodes whose
 //! backward pass recomputes their large intermediates (see `backend.rs`).
 //!
 //! Attention backward, with `P = softmax(q·kᵀ·c + mask)`, `c = 1/√d` and `g` the output's
@@ -14,8 +14,9 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::module::AutodiffModule;
-use burn::tensor::ops::FloatTensor;
-use burn::tensor::{Tensor, TensorPrimitive};
+use burn::tensor::activation::softmax;
+use burn::tensor::ops::{FloatTensor, IntTensor};
+use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorPrimitive};
 
 use crate::backend::{ModelBackend, causal_probs, split_qkv};
 use crate::base_weight::Nf4Weight;
@@ -112,6 +113,28 @@ impl<B: ModelBackend, const D: usize> Backward<B, 3> for LayerNorm<D> {
 }
 
 #[derive(Debug)]
+struct WeightedNll;
+
+impl<B: ModelBackend> Backward<B, 1> for WeightedNll {
+    /// The logits, targets and weights.
+    type State = (FloatTensor<B>, IntTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (logits, targets, weights) = ops.state;
+        unary::<B, _>(ops.parents, ops.node, grads, |g| {
+            let logits: Tensor<B, 3> = from_prim(logits);
+            let targets = Tensor::<B, 3, Int>::from_primitive(targets);
+            let w: Tensor<B, 3> = from_prim(weights);
+            let g: Tensor<B, 1> = from_prim(g);
+            // (softmax − one-hot(target))·weight·g
+            let d = softmax(logits, 2) * w.clone();
+            let d = d.scatter(2, targets, w.neg(), IndexingUpdateOp::Add);
+            to_prim(d * g.reshape([1, 1, 1]))
+        });
+    }
+}
+
+#[derive(Debug)]
 struct Nf4Matmul<const D: usize>;
 
 impl<B: ModelBackend, const D: usize> Backward<B, 1> for Nf4Matmul<D> {
@@ -191,6 +214,30 @@ impl<B: ModelBackend, C: CheckpointStrategy> ModelBackend for Autodiff<B, C> {
                 let state = (prep.checkpoint(&x), gamma.primitive, epsilon);
                 prep.finish(state, y)
             }
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        };
+        from_prim(result)
+    }
+
+    fn weighted_nll(
+        logits: Tensor<Self, 3>,
+        targets: Tensor<Self, 3, Int>,
+        weights: Tensor<Self, 3>,
+    ) -> Tensor<Self, 1> {
+        let logits = to_prim(logits);
+        let targets = targets.into_primitive();
+        let weights = to_prim(weights).primitive;
+        let y = to_prim(B::weighted_nll(
+            from_prim(logits.primitive.clone()),
+            Tensor::from_primitive(targets.clone()),
+            from_prim(weights.clone()),
+        ));
+        let result = match WeightedNll
+            .prepare::<C>([logits.node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((logits.primitive, targets, weights), y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         };
         from_prim(result)
@@ -337,5 +384,31 @@ mod tests {
                     .assert_approx_eq::<f32>(&e.into_data(), Tolerance::default());
             }
         }
+    }
+
+    #[test]
+    fn nll_gradient_matches_the_log_softmax_graph() {
+        let device = Default::default();
+        let logits0 = random([2, 3, 1, 5], 13).reshape([2, 3, 5]) * 4.0;
+        let targets = Tensor::<AD, 3, Int>::from_data(
+            burn::tensor::TensorData::new(vec![4i64, 0, 2, 1, 1, 3], [2, 3, 1]),
+            &device,
+        );
+        let weights = Tensor::<AD, 3>::from_data(
+            burn::tensor::TensorData::new(vec![1.0f32, 0.0, 1.0, 1.0, 1.0, 0.0], [2, 3, 1]),
+            &device,
+        );
+        let x = logits0.clone().require_grad();
+        let y = AD::weighted_nll(x.clone(), targets.clone(), weights.clone()) * 0.7;
+        let g = y.clone().backward();
+        let rx = logits0.require_grad();
+        let picked = burn::tensor::activation::log_softmax(rx.clone(), 2).gather(2, targets);
+        let r = (picked * weights).sum().neg() * 0.7;
+        let rg = r.clone().backward();
+        y.into_data()
+            .assert_approx_eq::<f32>(&r.into_data(), Tolerance::default());
+        let (a, b) = (x.grad(&g).unwrap(), rx.grad(&rg).unwrap());
+        a.into_data()
+            .assert_approx_eq::<f32>(&b.into_data(), Tolerance::default());
     }
 }

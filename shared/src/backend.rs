@@ -9,13 +9,16 @@
 //!   gradient in one piece (no zero-filled tensor per slice);
 //! - GELU keeps its input, not the three intermediates of its formula;
 //! - LayerNorm keeps its input, not the centred and the normalised input;
+//! - the loss keeps the logits, not the log-probabilities and the exponentials (`[b, T, V]`
+//!   each), and its gradient is `(softmax − one-hot)·weight` in three passes;
 //! - an NF4 matmul keeps the 4-bit codes, not the dequantized weight.
 //!
 //! Model code is generic over `B: ModelBackend`; training code over [`TrainBackend`].
 
+use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ops::{AttentionModuleOptions, ModuleOps};
-use burn::tensor::{Bool, Tensor, TensorPrimitive, activation::softmax};
+use burn::tensor::{Bool, Int, Tensor, TensorPrimitive};
 
 use crate::base_weight::Nf4Weight;
 use crate::rope::Rope;
@@ -44,6 +47,17 @@ pub trait ModelBackend: Backend {
     fn qkv_attention(qkv: Tensor<Self, 4>, rope: &Rope<Self>) -> Tensor<Self, 4> {
         let (q, k, v) = split_qkv(qkv, rope);
         Self::causal_attention(q, k, v)
+    }
+
+    /// `−Σ weights·log softmax(logits)[target]`, the sum over every position, for
+    /// `logits: [b, T, V]` and `targets, weights: [b, T, 1]`.
+    fn weighted_nll(
+        logits: Tensor<Self, 3>,
+        targets: Tensor<Self, 3, Int>,
+        weights: Tensor<Self, 3>,
+    ) -> Tensor<Self, 1> {
+        let picked = log_softmax(logits, 2).gather(2, targets);
+        (picked * weights).sum().neg()
     }
 
     /// Exact GELU, `x·Φ(x) = x·(1 + erf(x/√2))/2` (HF's `gelu`).

@@ -89,11 +89,16 @@ impl Activation {
         }
     }
 
-    pub fn forward<B: crate::ModelBackend, const D: usize>(self, x: Tensor<B, D>) -> Tensor<B, D> {
+    /// `bf16_stash`: under autodiff, keep the input for backward in bf16 (exact GELU only).
+    pub fn forward<B: crate::ModelBackend, const D: usize>(
+        self,
+        x: Tensor<B, D>,
+        bf16_stash: bool,
+    ) -> Tensor<B, D> {
         match self {
             // Not `activation::gelu`: its backward on burn's default is the tanh approximation's
             // derivative. Ours is the exact erf one (`ModelBackend::gelu_erf`).
-            Self::Gelu => B::gelu_erf(x),
+            Self::Gelu => B::gelu_erf(x, bf16_stash),
             Self::GeluNew => {
                 let c = (2.0 / std::f64::consts::PI).sqrt();
                 let inner = (x.clone() + x.clone().powi_scalar(3) * 0.044715) * c;
@@ -104,7 +109,7 @@ impl Activation {
                 x * (inner.tanh() + 1.0) * 0.5
             }
             Self::QuickGelu => x.clone() * activation::sigmoid(x * 1.702),
-            Self::Gelu10 => Self::Gelu.forward(x).clamp(-10.0, 10.0),
+            Self::Gelu10 => Self::Gelu.forward(x, bf16_stash).clamp(-10.0, 10.0),
             Self::Relu => activation::relu(x),
             Self::Relu2 => activation::relu(x).powi_scalar(2),
             Self::Relu6 => x.clamp(0.0, 6.0),

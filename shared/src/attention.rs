@@ -19,6 +19,8 @@ pub struct Attention<B: ModelBackend> {
     pub dense: Linear<B>,
     pub num_heads: usize,
     pub head_dim: usize,
+    /// Keep what backward needs in bf16 (`--dtype bf16`, `precision.rs`).
+    pub bf16_stash: bool,
 }
 
 impl<B: ModelBackend> Attention<B> {
@@ -39,7 +41,7 @@ impl<B: ModelBackend> Attention<B> {
             .reshape([b, t, nh, 3 * hd])
             .swap_dims(1, 2);
         let out = match cache {
-            None => B::qkv_attention(qkv, rope),
+            None => B::qkv_attention(qkv, rope, self.bf16_stash),
             Some((cache, layer)) => {
                 let (q, k, v) = split_qkv(qkv, rope);
                 let (k, v) = cache.append(layer, k, v);

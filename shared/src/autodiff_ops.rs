@@ -8,7 +8,6 @@
 //! gradient of the fused projection.
 
 use burn::backend::Autodiff;
-use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -16,7 +15,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::module::AutodiffModule;
 use burn::tensor::activation::softmax;
 use burn::tensor::ops::{FloatTensor, IntTensor};
-use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorPrimitive};
+use burn::tensor::{DType, FloatDType, IndexingUpdateOp, Int, Tensor, TensorPrimitive};
 
 use crate::backend::{ModelBackend, causal_probs, split_qkv};
 use crate::base_weight::Nf4Weight;
@@ -30,18 +29,33 @@ fn to_prim<B: ModelBackend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {
     t.into_primitive().tensor()
 }
 
+/// What a node keeps for backward: `t`, or a bf16 copy with `bf16` (`--dtype bf16`).
+fn stash<B: ModelBackend, const D: usize>(t: Tensor<B, D>, bf16: bool) -> FloatTensor<B> {
+    to_prim(if bf16 { t.cast(FloatDType::BF16) } else { t })
+}
+
+/// A kept tensor back in f32, the activations' dtype.
+fn unstash<B: ModelBackend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
+    let t: Tensor<B, D> = from_prim(t);
+    if t.dtype() == DType::BF16 {
+        t.cast(FloatDType::F32)
+    } else {
+        t
+    }
+}
+
 #[derive(Debug)]
 struct QkvAttention;
 
 impl<B: ModelBackend> Backward<B, 1> for QkvAttention {
-    /// q and k after the rotary embedding, a copy of v (a view would keep the whole fused
-    /// projection alive), the rotary tables.
+    /// q and k after the rotary embedding, a copy of v (v is a view that would keep the whole
+    /// fused projection alive), all three in bf16 with `bf16_stash`; the rotary tables.
     type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, Rope<B>);
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (q, k, v, rope) = ops.state;
         let (q, k, v): (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) =
-            (from_prim(q), from_prim(k), from_prim(v));
+            (unstash(q), unstash(k), unstash(v));
         unary::<B, _>(ops.parents, ops.node, grads, |g| {
             let c = (q.dims()[3] as f64).powf(-0.5);
             let g: Tensor<B, 4> = from_prim(g);
@@ -62,10 +76,11 @@ impl<B: ModelBackend> Backward<B, 1> for QkvAttention {
 struct Gelu<const D: usize>;
 
 impl<B: ModelBackend, const D: usize> Backward<B, 1> for Gelu<D> {
-    type State = NodeId;
+    /// The input.
+    type State = FloatTensor<B>;
 
-    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, cp: &mut Checkpointer) {
-        let x: Tensor<B, D> = from_prim(cp.retrieve_node_output(ops.state));
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let x: Tensor<B, D> = unstash(ops.state);
         unary::<B, _>(ops.parents, ops.node, grads, |g| {
             // d/dx x·Φ(x) = Φ(x) + x·φ(x), φ(x) = exp(−x²/2)/√(2π)
             let cdf = ((x.clone() / std::f64::consts::SQRT_2).erf() + 1.0) * 0.5;
@@ -81,11 +96,11 @@ struct LayerNorm<const D: usize>;
 
 impl<B: ModelBackend, const D: usize> Backward<B, 3> for LayerNorm<D> {
     /// The input, gamma, epsilon.
-    type State = (NodeId, FloatTensor<B>, f64);
+    type State = (FloatTensor<B>, FloatTensor<B>, f64);
 
-    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, cp: &mut Checkpointer) {
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (x, gamma, eps) = ops.state;
-        let x: Tensor<B, D> = from_prim(cp.retrieve_node_output(x));
+        let x: Tensor<B, D> = unstash(x);
         let g: Tensor<B, D> = from_prim(grads.consume::<B>(&ops.node));
         let n = x.dims()[D - 1];
         let xc = x.clone() - x.mean_dim(D - 1);
@@ -155,7 +170,7 @@ impl<B: ModelBackend, const D: usize> Backward<B, 1> for Nf4Matmul<D> {
 }
 
 impl<B: ModelBackend, C: CheckpointStrategy> ModelBackend for Autodiff<B, C> {
-    fn qkv_attention(qkv: Tensor<Self, 4>, rope: &Rope<Self>) -> Tensor<Self, 4> {
+    fn qkv_attention(qkv: Tensor<Self, 4>, rope: &Rope<Self>, bf16_stash: bool) -> Tensor<Self, 4> {
         let qkv = to_prim(qkv);
         let rope = rope.inner();
         let (q, k, v) = split_qkv(from_prim::<B, 4>(qkv.primitive), &rope);
@@ -166,26 +181,26 @@ impl<B: ModelBackend, C: CheckpointStrategy> ModelBackend for Autodiff<B, C> {
             .stateful()
         {
             OpsKind::Tracked(prep) => {
-                let v = to_prim(v * 1.0);
-                prep.finish((to_prim(q), to_prim(k), v, rope), y)
+                // v is a view of the projection: copy it (a cast to bf16 copies too)
+                let v = if bf16_stash { v } else { v * 1.0 };
+                let (q, k) = (stash(q, bf16_stash), stash(k, bf16_stash));
+                prep.finish((q, k, stash(v, bf16_stash), rope), y)
             }
             OpsKind::UnTracked(prep) => prep.finish(y),
         };
         from_prim(result)
     }
 
-    fn gelu_erf<const D: usize>(x: Tensor<Self, D>) -> Tensor<Self, D> {
+    fn gelu_erf<const D: usize>(x: Tensor<Self, D>, bf16_stash: bool) -> Tensor<Self, D> {
         let x = to_prim(x);
-        let y = to_prim(B::gelu_erf(from_prim::<B, D>(x.primitive.clone())));
+        let inner = from_prim::<B, D>(x.primitive.clone());
+        let y = to_prim(B::gelu_erf(inner.clone(), false));
         let result = match Gelu::<D>
             .prepare::<C>([x.node.clone()])
             .compute_bound()
             .stateful()
         {
-            OpsKind::Tracked(mut prep) => {
-                let state = prep.checkpoint(&x);
-                prep.finish(state, y)
-            }
+            OpsKind::Tracked(prep) => prep.finish(stash(inner, bf16_stash), y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         };
         from_prim(result)
@@ -196,13 +211,16 @@ impl<B: ModelBackend, C: CheckpointStrategy> ModelBackend for Autodiff<B, C> {
         gamma: Tensor<Self, 1>,
         beta: Tensor<Self, 1>,
         epsilon: f64,
+        bf16_stash: bool,
     ) -> Tensor<Self, D> {
         let (x, gamma, beta) = (to_prim(x), to_prim(gamma), to_prim(beta));
+        let inner = from_prim::<B, D>(x.primitive.clone());
         let y = to_prim(B::layernorm(
-            from_prim::<B, D>(x.primitive.clone()),
+            inner.clone(),
             from_prim(gamma.primitive.clone()),
             from_prim(beta.primitive.clone()),
             epsilon,
+            false,
         ));
         let nodes = [x.node.clone(), gamma.node.clone(), beta.node.clone()];
         let result = match LayerNorm::<D>
@@ -210,9 +228,8 @@ impl<B: ModelBackend, C: CheckpointStrategy> ModelBackend for Autodiff<B, C> {
             .compute_bound()
             .stateful()
         {
-            OpsKind::Tracked(mut prep) => {
-                let state = (prep.checkpoint(&x), gamma.primitive, epsilon);
-                prep.finish(state, y)
+            OpsKind::Tracked(prep) => {
+                prep.finish((stash(inner, bf16_stash), gamma.primitive, epsilon), y)
             }
             OpsKind::UnTracked(prep) => prep.finish(y),
         };
@@ -281,7 +298,7 @@ mod tests {
         let qkv0 = random([2, 3, 6, 24], 1);
         let w = random([2, 3, 6, 8], 4); // a loss that weighs every output differently
         let qkv = qkv0.clone().require_grad();
-        let fused = AD::qkv_attention(qkv.clone(), &rope);
+        let fused = AD::qkv_attention(qkv.clone(), &rope, false);
         let g = (fused.clone() * w.clone()).sum().backward();
         let rqkv = qkv0.require_grad();
         let (q, k, v) = split_qkv(rqkv.clone(), &rope);
@@ -316,7 +333,7 @@ mod tests {
         let x0 = random([2, 3, 4, 5], 7) * 3.0;
         let w = random([2, 3, 4, 5], 8);
         let x = x0.clone().require_grad();
-        let y = AD::gelu_erf(x.clone());
+        let y = AD::gelu_erf(x.clone(), false);
         let g = (y.clone() * w.clone()).sum().backward();
         let rx = x0.require_grad();
         let r = rx.clone() * ((rx.clone() / std::f64::consts::SQRT_2).erf() + 1.0) * 0.5;
@@ -356,7 +373,7 @@ mod tests {
                 }
             };
             let (x, g, b) = (t(&x0, tracked[0]), t1(&g0, tracked[1]), t1(&b0, tracked[2]));
-            let y = AD::layernorm(x.clone(), g.clone(), b.clone(), 1e-5);
+            let y = AD::layernorm(x.clone(), g.clone(), b.clone(), 1e-5, false);
             let grads = (y.clone() * w.clone()).sum().backward();
             let (rx, rg, rb) = (t(&x0, tracked[0]), t1(&g0, tracked[1]), t1(&b0, tracked[2]));
             let r = Tensor::<AD, 4>::from_primitive(TensorPrimitive::Float(
@@ -410,5 +427,48 @@ mod tests {
         let (a, b) = (x.grad(&g).unwrap(), rx.grad(&rg).unwrap());
         a.into_data()
             .assert_approx_eq::<f32>(&b.into_data(), Tolerance::default());
+    }
+
+    /// Within bf16's precision of `exact` (relative to its largest value) and not equal to it.
+    fn bf16_close(got: Tensor<Flex, 4>, exact: Tensor<Flex, 4>) {
+        let scale = exact.clone().abs().max().into_scalar();
+        let err = (got - exact).abs().max().into_scalar();
+        assert!(err > 0.0, "the bf16 stash changed nothing");
+        assert!(err <= 2e-2 * scale, "error {err} against {scale}");
+    }
+
+    /// With `bf16_stash` the kept inputs are rounded to bf16: the gradients stay within bf16's
+    /// precision of the f32 ones.
+    #[test]
+    fn bf16_stash_keeps_gradients_close() {
+        let device = Default::default();
+        let rope = Rope::<AD>::new(4, 8, 10000.0, 0, 6, &device);
+        let (x0, w) = (random([2, 3, 6, 24], 21), random([2, 3, 6, 8], 22));
+        let attention = |bf16: bool| {
+            let x = x0.clone().require_grad();
+            let g = (AD::qkv_attention(x.clone(), &rope, bf16) * w.clone())
+                .sum()
+                .backward();
+            x.grad(&g).unwrap()
+        };
+        bf16_close(attention(true), attention(false));
+        let w = random([2, 3, 6, 24], 23);
+        let gelu = |bf16: bool| {
+            let x = (x0.clone() * 2.0).require_grad();
+            let g = (AD::gelu_erf(x.clone(), bf16) * w.clone()).sum().backward();
+            x.grad(&g).unwrap()
+        };
+        bf16_close(gelu(true), gelu(false));
+        let (gamma, beta) = (
+            random([1, 1, 1, 24], 24).reshape([24]),
+            random([1, 1, 1, 24], 25).reshape([24]),
+        );
+        let norm = |bf16: bool| {
+            let x = (x0.clone() + 0.5).require_grad();
+            let y = AD::layernorm(x.clone(), gamma.clone(), beta.clone(), 1e-5, bf16);
+            let g = (y * w.clone()).sum().backward();
+            x.grad(&g).unwrap()
+        };
+        bf16_close(norm(true), norm(false));
     }
 }

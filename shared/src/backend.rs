@@ -13,6 +13,9 @@
 //!   each), and its gradient is `(softmax − one-hot)·weight` in three passes;
 //! - an NF4 matmul keeps the 4-bit codes, not the dequantized weight.
 //!
+//! With `--dtype bf16` (`bf16_stash`) attention, GELU and LayerNorm keep those inputs in bf16,
+//! as a bf16 model in PyTorch keeps its activations, and compute in f32.
+//!
 //! Model code is generic over `B: ModelBackend`; training code over [`TrainBackend`].
 
 use burn::tensor::activation::{log_softmax, softmax};
@@ -43,8 +46,9 @@ pub trait ModelBackend: Backend {
 
     /// Causal self-attention over a whole sequence (no cache) from the fused projection
     /// `qkv: [b, h, T, 3·d]`, each head's q, k and v in turn, the rotary embedding applied to
-    /// q and k ([`split_qkv`]).
-    fn qkv_attention(qkv: Tensor<Self, 4>, rope: &Rope<Self>) -> Tensor<Self, 4> {
+    /// q and k ([`split_qkv`]). `bf16_stash`: under autodiff, keep what backward needs in bf16.
+    fn qkv_attention(qkv: Tensor<Self, 4>, rope: &Rope<Self>, bf16_stash: bool) -> Tensor<Self, 4> {
+        let _ = bf16_stash;
         let (q, k, v) = split_qkv(qkv, rope);
         Self::causal_attention(q, k, v)
     }
@@ -61,7 +65,8 @@ pub trait ModelBackend: Backend {
     }
 
     /// Exact GELU, `x·Φ(x) = x·(1 + erf(x/√2))/2` (HF's `gelu`).
-    fn gelu_erf<const D: usize>(x: Tensor<Self, D>) -> Tensor<Self, D> {
+    fn gelu_erf<const D: usize>(x: Tensor<Self, D>, bf16_stash: bool) -> Tensor<Self, D> {
+        let _ = bf16_stash;
         x.clone() * ((x / std::f64::consts::SQRT_2).erf() + 1.0) * 0.5
     }
 
@@ -72,7 +77,9 @@ pub trait ModelBackend: Backend {
         gamma: Tensor<Self, 1>,
         beta: Tensor<Self, 1>,
         epsilon: f64,
+        bf16_stash: bool,
     ) -> Tensor<Self, D> {
+        let _ = bf16_stash;
         let y = <Self as ModuleOps<Self>>::layer_norm(
             x.into_primitive().tensor(),
             gamma.into_primitive().tensor(),

@@ -54,11 +54,13 @@ impl<B: ModelBackend> GptNeoxForCausalLM<B> {
                     dense: lin(h, h, config.attention_bias),
                     num_heads: config.num_attention_heads,
                     head_dim: config.head_dim,
+                    bf16_stash: false,
                 },
                 mlp: Mlp {
                     dense_h_to_4h: lin(h, f, true),
                     dense_4h_to_h: lin(f, h, true),
                     act: config.hidden_act,
+                    bf16_stash: false,
                 },
                 use_parallel_residual: config.use_parallel_residual,
             })

@@ -88,6 +88,7 @@ impl<B: ModelBackend> Loader<'_, B> {
             gamma: self.vector(&format!("{prefix}.weight"), d)?,
             beta: Some(self.vector(&format!("{prefix}.bias"), d)?),
             epsilon: eps,
+            bf16_stash: false,
         })
     }
 
@@ -115,11 +116,13 @@ impl<B: ModelBackend> Loader<'_, B> {
                 dense: self.linear(&format!("{p}.attention.dense"), h, h, c.attention_bias)?,
                 num_heads: c.num_attention_heads,
                 head_dim: c.head_dim,
+                bf16_stash: false,
             },
             mlp: Mlp {
                 dense_h_to_4h: self.linear(&format!("{p}.mlp.dense_h_to_4h"), h, f, true)?,
                 dense_4h_to_h: self.linear(&format!("{p}.mlp.dense_4h_to_h"), f, h, true)?,
                 act: c.hidden_act,
+                bf16_stash: false,
             },
             use_parallel_residual: c.use_parallel_residual,
         })

@@ -13,11 +13,15 @@ pub struct Mlp<B: ModelBackend> {
     pub dense_4h_to_h: Linear<B>,
     #[module(skip)]
     pub act: Activation,
+    /// Keep the activation's input in bf16 for backward (`--dtype bf16`, `precision.rs`).
+    pub bf16_stash: bool,
 }
 
 impl<B: ModelBackend> Mlp<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.dense_4h_to_h
-            .forward(self.act.forward(self.dense_h_to_4h.forward(x)))
+        self.dense_4h_to_h.forward(
+            self.act
+                .forward(self.dense_h_to_4h.forward(x), self.bf16_stash),
+        )
     }
 }

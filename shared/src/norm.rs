@@ -15,6 +15,8 @@ pub struct LayerNorm<B: Backend> {
     /// HF `bias`.
     pub beta: Option<Param<Tensor<B, 1>>>,
     pub epsilon: f64,
+    /// Keep the input for backward in bf16 (`--dtype bf16`, `precision.rs`).
+    pub bf16_stash: bool,
 }
 
 impl<B: Backend> LayerNorm<B> {
@@ -24,6 +26,7 @@ impl<B: Backend> LayerNorm<B> {
             gamma: Param::from_tensor(Tensor::ones([d], device)),
             beta: Some(Param::from_tensor(Tensor::zeros([d], device))),
             epsilon,
+            bf16_stash: false,
         }
     }
 }
@@ -35,6 +38,6 @@ impl<B: ModelBackend> LayerNorm<B> {
             Some(b) => b.val(),
             None => gamma.zeros_like(),
         };
-        B::layernorm(x, gamma, beta, self.epsilon)
+        B::layernorm(x, gamma, beta, self.epsilon, self.bf16_stash)
     }
 }

@@ -1,6 +1,9 @@
 //! Mixed precision for training (`--dtype bf16`): the frozen base weights of every linear layer
 //! (`embed_out` included) are stored in bf16 and their matmuls run in bf16, while activations,
 //! LayerNorm, attention softmax, the loss, the LoRA weights and the optimizer state stay f32.
+//! What attention, GELU and LayerNorm keep for backward is kept in bf16 (`bf16_stash`), as a
+//! bf16 model in PyTorch keeps its activations; the logits the loss keeps stay f32, as HF's
+//! loss upcasts them.
 //! [`Linear::base_forward`](crate::linear::Linear::base_forward) casts its input to the weight's
 //! dtype and the product back.
 
@@ -20,12 +23,21 @@ fn cast<B: ModelBackend>(lin: &mut Linear<B>, dtype: FloatDType) {
 }
 
 impl<B: ModelBackend> GptNeoxForCausalLM<B> {
-    /// Store the base weights of all linear layers in `dtype` (call before attaching LoRA).
+    /// Store the base weights of all linear layers in `dtype` (call before attaching LoRA);
+    /// with bf16, keep the activations for backward in bf16 too.
     pub fn cast_base(mut self, dtype: FloatDType) -> Self {
         for (_, lin) in self.linears_mut() {
             cast(lin, dtype);
         }
         cast(&mut self.embed_out, dtype);
+        let bf16 = dtype == FloatDType::BF16;
+        for layer in &mut self.gpt_neox.layers {
+            layer.input_layernorm.bf16_stash = bf16;
+            layer.post_attention_layernorm.bf16_stash = bf16;
+            layer.attention.bf16_stash = bf16;
+            layer.mlp.bf16_stash = bf16;
+        }
+        self.gpt_neox.final_layer_norm.bf16_stash = bf16;
         self
     }
 }

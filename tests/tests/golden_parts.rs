@@ -33,7 +33,7 @@ fn activations_match_act2fn() {
     for (name, want) in outputs {
         let act = Activation::from_hf(name).unwrap_or_else(|| panic!("{name} unsupported"));
         let t = Tensor::<B, 1>::from_data(TensorData::new(x.clone(), [x.len()]), &DEVICE);
-        let ours: Vec<f32> = act.forward(t).into_data().into_vec().unwrap();
+        let ours: Vec<f32> = act.forward(t, false).into_data().into_vec().unwrap();
         for ((o, w), xi) in ours.iter().zip(floats(want)).zip(&x) {
             assert!(
                 (o - w).abs() <= 2e-5 * (1.0 + w.abs()),

@@ -1,6 +1,6 @@
 //! GPT-NeoX self-attention: fused `query_key_value` split per head as [q_h | k_h | v_h],
-//! partial rotary, f32 softmax with a bottom-right aligned causal mask (`ModelBackend::causal_attention`),
-//! optional KV cache.
+//! partial rotary, f32 softmax with a bottom-right aligned causal mask, optional KV cache; the
+//! attention itself is `ModelBackend::qkv_attention` (no cache) or `causal_attention`.
 
 use crate::ModelBackend;
 use crate::backend::split_qkv;

@@ -1,5 +1,5 @@
-//! [`ModelBackend`] under autodiff: attention, GELU, LayerNorm, the loss and the NF4 matmul as single graph nodes whose
-//! backward pass recomputes their large intermediates (see `backend.rs`).
+//! [`ModelBackend`] under autodiff: attention, GELU, LayerNorm, the loss and the NF4 matmul as
+//! single graph nodes whose backward pass recomputes their large intermediates (`backend.rs`).
 //!
 //! Attention backward, with `P = softmax(q·kᵀ·c + mask)`, `c = 1/√d` and `g` the output's
 //! gradient (what FlashAttention computes, here with `P` materialised for one layer at a time):
@@ -169,41 +169,46 @@ impl<B: ModelBackend, const D: usize> Backward<B, 1> for Nf4Matmul<D> {
     }
 }
 
+/// Record `op` as the graph node that computed `y` (on the inner backend) from `inputs`;
+/// `state`, what its backward needs, is built only when a gradient is asked for.
+fn record<B, C, O, const N: usize, const D: usize>(
+    op: O,
+    inputs: [&FloatTensor<Autodiff<B, C>>; N],
+    y: Tensor<B, D>,
+    state: impl FnOnce() -> O::State,
+) -> Tensor<Autodiff<B, C>, D>
+where
+    B: ModelBackend,
+    C: CheckpointStrategy,
+    O: Backward<B, N>,
+{
+    let nodes = inputs.map(|t| t.node.clone());
+    let y = to_prim(y);
+    from_prim(match op.prepare::<C>(nodes).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => prep.finish(state(), y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    })
+}
+
 impl<B: ModelBackend, C: CheckpointStrategy> ModelBackend for Autodiff<B, C> {
     fn qkv_attention(qkv: Tensor<Self, 4>, rope: &Rope<Self>, bf16_stash: bool) -> Tensor<Self, 4> {
         let qkv = to_prim(qkv);
         let rope = rope.inner();
-        let (q, k, v) = split_qkv(from_prim::<B, 4>(qkv.primitive), &rope);
-        let y = to_prim(B::causal_attention(q.clone(), k.clone(), v.clone()));
-        let result = match QkvAttention
-            .prepare::<C>([qkv.node])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                // v is a view of the projection: copy it (a cast to bf16 copies too)
-                let v = if bf16_stash { v } else { v * 1.0 };
-                let (q, k) = (stash(q, bf16_stash), stash(k, bf16_stash));
-                prep.finish((q, k, stash(v, bf16_stash), rope), y)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        };
-        from_prim(result)
+        let (q, k, v) = split_qkv(from_prim::<B, 4>(qkv.primitive.clone()), &rope);
+        let y = B::causal_attention(q.clone(), k.clone(), v.clone());
+        record(QkvAttention, [&qkv], y, || {
+            // v is a view of the projection: copy it (a cast to bf16 copies too)
+            let v = if bf16_stash { v } else { v * 1.0 };
+            let (q, k) = (stash(q, bf16_stash), stash(k, bf16_stash));
+            (q, k, stash(v, bf16_stash), rope)
+        })
     }
 
     fn gelu_erf<const D: usize>(x: Tensor<Self, D>, bf16_stash: bool) -> Tensor<Self, D> {
         let x = to_prim(x);
         let inner = from_prim::<B, D>(x.primitive.clone());
-        let y = to_prim(B::gelu_erf(inner.clone(), false));
-        let result = match Gelu::<D>
-            .prepare::<C>([x.node.clone()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish(stash(inner, bf16_stash), y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        };
-        from_prim(result)
+        let y = B::gelu_erf(inner.clone(), false);
+        record(Gelu::<D>, [&x], y, || stash(inner, bf16_stash))
     }
 
     fn layernorm<const D: usize>(
@@ -215,25 +220,16 @@ impl<B: ModelBackend, C: CheckpointStrategy> ModelBackend for Autodiff<B, C> {
     ) -> Tensor<Self, D> {
         let (x, gamma, beta) = (to_prim(x), to_prim(gamma), to_prim(beta));
         let inner = from_prim::<B, D>(x.primitive.clone());
-        let y = to_prim(B::layernorm(
+        let y = B::layernorm(
             inner.clone(),
             from_prim(gamma.primitive.clone()),
             from_prim(beta.primitive.clone()),
             epsilon,
             false,
-        ));
-        let nodes = [x.node.clone(), gamma.node.clone(), beta.node.clone()];
-        let result = match LayerNorm::<D>
-            .prepare::<C>(nodes)
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                prep.finish((stash(inner, bf16_stash), gamma.primitive, epsilon), y)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        };
-        from_prim(result)
+        );
+        record(LayerNorm::<D>, [&x, &gamma, &beta], y, || {
+            (stash(inner, bf16_stash), gamma.primitive.clone(), epsilon)
+        })
     }
 
     fn weighted_nll(
@@ -244,35 +240,21 @@ impl<B: ModelBackend, C: CheckpointStrategy> ModelBackend for Autodiff<B, C> {
         let logits = to_prim(logits);
         let targets = targets.into_primitive();
         let weights = to_prim(weights).primitive;
-        let y = to_prim(B::weighted_nll(
+        let y = B::weighted_nll(
             from_prim(logits.primitive.clone()),
             Tensor::from_primitive(targets.clone()),
             from_prim(weights.clone()),
-        ));
-        let result = match WeightedNll
-            .prepare::<C>([logits.node])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish((logits.primitive, targets, weights), y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        };
-        from_prim(result)
+        );
+        record(WeightedNll, [&logits], y, || {
+            (logits.primitive.clone(), targets, weights)
+        })
     }
 
     fn nf4_matmul<const D: usize>(x: Tensor<Self, D>, w: &Nf4Weight<Self>) -> Tensor<Self, D> {
         let x = to_prim(x);
         let w = w.clone().valid();
-        let y = to_prim(B::nf4_matmul(from_prim::<B, D>(x.primitive.clone()), &w));
-        let result = match Nf4Matmul::<D>
-            .prepare::<C>([x.node.clone()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish(w, y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        };
-        from_prim(result)
+        let y = B::nf4_matmul(from_prim::<B, D>(x.primitive.clone()), &w);
+        record(Nf4Matmul::<D>, [&x], y, || w)
     }
 }
 
@@ -283,6 +265,15 @@ mod tests {
     use burn::tensor::{Distribution, Tolerance};
 
     type AD = Autodiff<Flex>;
+
+    /// `x`, requiring a gradient when `on`.
+    fn track<const D: usize>(x: &Tensor<AD, D>, on: bool) -> Tensor<AD, D> {
+        if on {
+            x.clone().require_grad()
+        } else {
+            x.clone()
+        }
+    }
 
     fn random(shape: [usize; 4], seed: u64) -> Tensor<AD, 4> {
         <Flex as burn::tensor::backend::Backend>::seed(&Default::default(), seed);
@@ -358,24 +349,14 @@ mod tests {
             [true, false, false],
             [false, true, true],
         ] {
-            let t = |x: &Tensor<AD, 4>, on: bool| {
-                if on {
-                    x.clone().require_grad()
-                } else {
-                    x.clone()
-                }
+            let inputs = || {
+                let (x, g) = (track(&x0, tracked[0]), track(&g0, tracked[1]));
+                (x, g, track(&b0, tracked[2]))
             };
-            let t1 = |x: &Tensor<AD, 1>, on: bool| {
-                if on {
-                    x.clone().require_grad()
-                } else {
-                    x.clone()
-                }
-            };
-            let (x, g, b) = (t(&x0, tracked[0]), t1(&g0, tracked[1]), t1(&b0, tracked[2]));
+            let (x, g, b) = inputs();
             let y = AD::layernorm(x.clone(), g.clone(), b.clone(), 1e-5, false);
             let grads = (y.clone() * w.clone()).sum().backward();
-            let (rx, rg, rb) = (t(&x0, tracked[0]), t1(&g0, tracked[1]), t1(&b0, tracked[2]));
+            let (rx, rg, rb) = inputs();
             let r = Tensor::<AD, 4>::from_primitive(TensorPrimitive::Float(
                 <AD as burn::tensor::ops::ModuleOps<AD>>::layer_norm(
                     rx.clone().into_primitive().tensor(),

@@ -7,14 +7,14 @@
 use crate::ModelBackend;
 use burn::module::{Module, Param};
 use burn::nn::Dropout;
-use burn::tensor::Tensor;
+use burn::tensor::{Tensor, backend::Backend};
 
 use crate::base_weight::BaseWeight;
 
 /// A LoRA adapter in burn layout: `lora_a` is `[in, r]` (PEFT's `lora_A.weight` is `[r, in]`),
 /// `lora_b` is `[r, out]` (PEFT's `lora_B.weight` is `[out, r]`).
 #[derive(Module, Debug)]
-pub struct Lora<B: ModelBackend> {
+pub struct Lora<B: Backend> {
     pub lora_a: Param<Tensor<B, 2>>,
     pub lora_b: Param<Tensor<B, 2>>,
     /// `alpha / r`, or `alpha / √r` with rsLoRA.
@@ -94,6 +94,6 @@ impl<B: ModelBackend> Linear<B> {
 }
 
 /// `[a, b]` → `[1, …, a, b]` for a batched matmul with a `D`-dimensional input.
-fn unsqueeze<B: ModelBackend, const D: usize>(t: Tensor<B, 2>) -> Tensor<B, D> {
+fn unsqueeze<B: Backend, const D: usize>(t: Tensor<B, 2>) -> Tensor<B, D> {
     t.unsqueeze()
 }

@@ -93,20 +93,13 @@ fn quantize_blockwise(x: &[f32], code: &[f32], blocksize: usize) -> (Vec<u8>, Ve
     let mut absmax = Vec::with_capacity(x.len().div_ceil(blocksize));
     for block in x.chunks(blocksize) {
         let am = block.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let scaled: Box<dyn Fn(f32) -> f32> = if block.len() == blocksize {
-            let inv = 1.0 / am.max(1e-38);
-            absmax.push(am);
-            Box::new(move |v| v * inv)
-        } else {
-            let am = am.max(1e-38);
-            absmax.push(am);
-            Box::new(move |v| v / am)
-        };
-        codes.extend(
-            block
-                .iter()
-                .map(|&v| bucket(scaled(v).clamp(-1.0, 1.0), &bounds)),
-        );
+        let (full, clamped) = (block.len() == blocksize, am.max(1e-38));
+        absmax.push(if full { am } else { clamped });
+        let inv = 1.0 / clamped;
+        codes.extend(block.iter().map(|&v| {
+            let scaled = if full { v * inv } else { v / clamped };
+            bucket(scaled.clamp(-1.0, 1.0), &bounds)
+        }));
     }
     (codes, absmax)
 }
@@ -198,12 +191,13 @@ impl Nf4 {
             let offset =
                 (absmax.iter().map(|&v| f64::from(v)).sum::<f64>() / absmax.len() as f64) as f32;
             let centered: Vec<f32> = absmax.iter().map(|v| v - offset).collect();
-            let (codes, absmax2) = quantize_blockwise(&centered, &dynamic_map(), NESTED_BLOCKSIZE);
+            let code2 = dynamic_map().to_vec();
+            let (codes, absmax2) = quantize_blockwise(&centered, &code2, NESTED_BLOCKSIZE);
             Absmax::Double {
                 codes,
                 absmax2,
                 offset,
-                code2: dynamic_map().to_vec(),
+                code2,
             }
         } else {
             Absmax::Plain(absmax)

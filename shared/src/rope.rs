@@ -67,43 +67,36 @@ impl<B: Backend> Rope<B> {
         }
     }
 
-    /// Apply to `x: [batch, heads, T, head_dim]`: `x·cos + rotate_half(x)·sin`, where
-    /// `rotate_half` is `[-x2, x1]` on the rotary dims and zeros on the rest (where sin is 0 and
-    /// cos 1, so those dims pass through unchanged). Two slices of `x`, not four: each slice
-    /// costs a zero-filled tensor and a copy in the backward pass.
-    pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    /// `rotate_half(x)`: `[-x2, x1]` on the rotary dims, zeros on the rest. Two slices of `x`,
+    /// not four: each slice costs a zero-filled tensor and a copy in the backward pass.
+    fn rotate_half(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let [b, h, t, head_dim] = x.dims();
-        let rd = self.ndims;
-        if rd == 0 {
-            return x;
-        }
-        let half = rd / 2;
+        let (rd, half) = (self.ndims, self.ndims / 2);
         let x1 = x.clone().narrow(3, 0, half);
         let x2 = x.clone().narrow(3, half, half);
         let mut parts = vec![x2.neg(), x1];
         if rd < head_dim {
             parts.push(Tensor::zeros([b, h, t, head_dim - rd], &x.device()));
         }
-        x * self.cos.clone() + Tensor::cat(parts, 3) * self.sin.clone()
+        Tensor::cat(parts, 3)
     }
 
-    /// The adjoint of [`apply`](Self::apply), for a backward pass: `d·cos + rotate_halfᵀ(d·sin)`
-    /// with `rotate_halfᵀ(y) = [y2, −y1]` on the rotary dims.
+    /// Apply to `x: [batch, heads, T, head_dim]`: `x·cos + rotate_half(x)·sin` (on the
+    /// pass-through dims sin is 0 and cos 1, so they pass through unchanged).
+    pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        if self.ndims == 0 {
+            return x;
+        }
+        x.clone() * self.cos.clone() + self.rotate_half(x) * self.sin.clone()
+    }
+
+    /// The adjoint of [`apply`](Self::apply), for a backward pass: `d·cos + rotate_halfᵀ(d·sin)`,
+    /// and `rotate_halfᵀ = −rotate_half`.
     pub fn apply_transpose(&self, d: Tensor<B, 4>) -> Tensor<B, 4> {
-        let [b, h, t, head_dim] = d.dims();
-        let rd = self.ndims;
-        if rd == 0 {
+        if self.ndims == 0 {
             return d;
         }
-        let half = rd / 2;
-        let ds = d.clone() * self.sin.clone();
-        let y1 = ds.clone().narrow(3, 0, half);
-        let y2 = ds.narrow(3, half, half);
-        let mut parts = vec![y2, y1.neg()];
-        if rd < head_dim {
-            parts.push(Tensor::zeros([b, h, t, head_dim - rd], &d.device()));
-        }
-        d * self.cos.clone() + Tensor::cat(parts, 3)
+        d.clone() * self.cos.clone() - self.rotate_half(d * self.sin.clone())
     }
 }
 

@@ -76,6 +76,9 @@ fn bench_on<AB: TrainBackend>(
 ) -> Result<()> {
     args.dtype.check::<AB>(&device)?;
     let base = args.quant.format();
+    if args.lora_r == 0 && base != shared::base_weight::BaseFormat::Dense {
+        anyhow::bail!("--quant needs LoRA (--lora-r > 0): a quantized base is frozen");
+    }
     let mut model = if base == shared::base_weight::BaseFormat::Dense {
         GptNeoxForCausalLM::<AB>::init_on_device(config, 0.02, &device)
     } else {
@@ -88,9 +91,6 @@ fn bench_on<AB: TrainBackend>(
         target_modules: TargetModules::List(vec!["query_key_value".into()]),
         use_rslora: false,
     };
-    if args.lora_r == 0 && base != shared::base_weight::BaseFormat::Dense {
-        anyhow::bail!("--quant needs LoRA (--lora-r > 0): a quantized base is frozen");
-    }
     if args.dtype == crate::device::DTypeArg::Bf16 {
         model = model.cast_base(burn::tensor::FloatDType::BF16);
     }

@@ -11,13 +11,12 @@
 //! State is keyed by the parameter's module path, so it saves to and loads from a safetensors
 //! file independently of burn's run-time parameter ids.
 
-use shared::TrainBackend;
 use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
-use burn::tensor::backend::Backend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor, TensorData};
 use shared::save::{NamedTensor, host, write_safetensors};
 
@@ -56,13 +55,13 @@ impl ParamPath {
     }
 }
 
-struct Collect<'a, AB: TrainBackend> {
+struct Collect<'a, AB: AutodiffBackend> {
     grads: &'a AB::Gradients,
     path: ParamPath,
     sum: &'a mut GradSum<AB::InnerBackend>,
 }
 
-impl<AB: TrainBackend> ModuleVisitor<AB> for Collect<'_, AB> {
+impl<AB: AutodiffBackend> ModuleVisitor<AB> for Collect<'_, AB> {
     fn enter_module(&mut self, name: &str, container: &str) {
         self.path.enter(name, container);
     }
@@ -88,7 +87,7 @@ impl<AB: TrainBackend> ModuleVisitor<AB> for Collect<'_, AB> {
 
 impl<B: Backend> GradSum<B> {
     /// Add the gradients of `module`'s trainable parameters from one backward pass.
-    pub fn add<AB: TrainBackend<InnerBackend = B>, M: Module<AB>>(
+    pub fn add<AB: AutodiffBackend<InnerBackend = B>, M: Module<AB>>(
         &mut self,
         module: &M,
         grads: &AB::Gradients,
@@ -208,7 +207,7 @@ struct Apply<'a, B: Backend> {
     decay: f64,
 }
 
-impl<AB: TrainBackend> ModuleMapper<AB> for Apply<'_, AB::InnerBackend> {
+impl<AB: AutodiffBackend> ModuleMapper<AB> for Apply<'_, AB::InnerBackend> {
     fn enter_module(&mut self, name: &str, container: &str) {
         self.path.enter(name, container);
     }
@@ -268,7 +267,7 @@ impl<B: Backend> AdamW<B> {
 
     /// Apply one PyTorch AdamW step to every parameter with a gradient in `grads`, after
     /// scaling the gradients by `grad_scale` (the clipping coefficient).
-    pub fn step<AB: TrainBackend<InnerBackend = B>, M: Module<AB>>(
+    pub fn step<AB: AutodiffBackend<InnerBackend = B>, M: Module<AB>>(
         &mut self,
         module: M,
         grads: &FlatGrads<B>,
@@ -383,7 +382,7 @@ mod tests {
     }
 
     /// Four steps of clipping and AdamW against torch's (`make_optim_golden.py`).
-    fn adamw_follows_torch<AB: TrainBackend>(device: &AB::Device) {
+    fn adamw_follows_torch<AB: AutodiffBackend>(device: &AB::Device) {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../tests/fixtures/optim/adamw.json"

@@ -19,8 +19,9 @@ pub struct Attention<B: ModelBackend> {
     pub dense: Linear<B>,
     pub num_heads: usize,
     pub head_dim: usize,
-    /// Keep what backward needs in bf16 (`--dtype bf16`, `precision.rs`).
-    pub bf16_stash: bool,
+    /// `--dtype bf16` (`precision.rs`): multiply bf16 factors (softmax in f32) and keep q, k and
+    /// v for backward in bf16.
+    pub bf16: bool,
 }
 
 impl<B: ModelBackend> Attention<B> {
@@ -41,7 +42,7 @@ impl<B: ModelBackend> Attention<B> {
             .reshape([b, t, nh, 3 * hd])
             .swap_dims(1, 2);
         let out = match cache {
-            None => B::qkv_attention(qkv, rope, self.bf16_stash),
+            None => B::qkv_attention(qkv, rope, self.bf16),
             Some((cache, layer)) => {
                 let (q, k, v) = split_qkv(qkv, rope);
                 let (k, v) = cache.append(layer, k, v);

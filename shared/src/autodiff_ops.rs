@@ -17,7 +17,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{DType, FloatDType, IndexingUpdateOp, Int, Tensor, TensorPrimitive};
 
-use crate::backend::{ModelBackend, causal_probs, split_qkv};
+use crate::backend::{ModelBackend, causal_attention_bf16, causal_probs, matmul, split_qkv};
 use crate::base_weight::Nf4Weight;
 use crate::rope::Rope;
 
@@ -49,23 +49,26 @@ struct QkvAttention;
 
 impl<B: ModelBackend> Backward<B, 1> for QkvAttention {
     /// q and k after the rotary embedding, a copy of v (v is a view that would keep the whole
-    /// fused projection alive), all three in bf16 with `bf16_stash`; the rotary tables.
+    /// fused projection alive), all three in bf16 with `bf16`; the rotary tables.
     type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, Rope<B>);
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (q, k, v, rope) = ops.state;
         let (q, k, v): (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) =
-            (unstash(q), unstash(k), unstash(v));
+            (from_prim(q), from_prim(k), from_prim(v));
+        // Kept in bf16: every matmul here takes bf16 factors too, as in the forward pass.
+        let bf16 = q.dtype() == DType::BF16;
         unary::<B, _>(ops.parents, ops.node, grads, |g| {
             let c = (q.dims()[3] as f64).powf(-0.5);
             let g: Tensor<B, 4> = from_prim(g);
-            let p = causal_probs(q.clone(), k.clone());
-            let dv = p.clone().transpose().matmul(g.clone());
-            let dp = g.matmul(v.transpose());
+            let p = causal_probs(q.clone(), k.clone(), bf16);
+            let dv = matmul(p.clone().transpose(), g.clone(), bf16);
+            let dp = matmul(g, v.transpose(), bf16);
             let row = (p.clone() * dp.clone()).sum_dim(3);
-            let ds = p * (dp - row);
-            let dk = ds.clone().transpose().matmul(q) * c;
-            let dq = ds.matmul(k) * c;
+            // scaled before it is rounded to bf16, as autodiff through the forward would
+            let ds = p * (dp - row) * c;
+            let dk = matmul(ds.clone().transpose(), q, bf16);
+            let dq = matmul(ds, k, bf16);
             let parts = vec![rope.apply_transpose(dq), rope.apply_transpose(dk), dv];
             to_prim(Tensor::cat(parts, 3))
         });
@@ -191,16 +194,23 @@ where
 }
 
 impl<B: ModelBackend, C: CheckpointStrategy> ModelBackend for Autodiff<B, C> {
-    fn qkv_attention(qkv: Tensor<Self, 4>, rope: &Rope<Self>, bf16_stash: bool) -> Tensor<Self, 4> {
+    fn qkv_attention(qkv: Tensor<Self, 4>, rope: &Rope<Self>, bf16: bool) -> Tensor<Self, 4> {
         let qkv = to_prim(qkv);
         let rope = rope.inner();
         let (q, k, v) = split_qkv(from_prim::<B, 4>(qkv.primitive.clone()), &rope);
+        if bf16 {
+            // cast once: the forward matmuls and the state share the bf16 copies
+            let bf = FloatDType::BF16;
+            let (q, k, v) = (q.cast(bf), k.cast(bf), v.cast(bf));
+            let y = causal_attention_bf16(q.clone(), k.clone(), v.clone());
+            return record(QkvAttention, [&qkv], y, || {
+                (to_prim(q), to_prim(k), to_prim(v), rope)
+            });
+        }
         let y = B::causal_attention(q.clone(), k.clone(), v.clone());
+        // v is a view of the projection: keep a copy
         record(QkvAttention, [&qkv], y, || {
-            // v is a view of the projection: copy it (a cast to bf16 copies too)
-            let v = if bf16_stash { v } else { v * 1.0 };
-            let (q, k) = (stash(q, bf16_stash), stash(k, bf16_stash));
-            (q, k, stash(v, bf16_stash), rope)
+            (to_prim(q), to_prim(k), to_prim(v * 1.0), rope)
         })
     }
 
@@ -293,7 +303,7 @@ mod tests {
         let g = (fused.clone() * w.clone()).sum().backward();
         let rqkv = qkv0.require_grad();
         let (q, k, v) = split_qkv(rqkv.clone(), &rope);
-        let reference = causal_probs(q, k).matmul(v);
+        let reference = causal_probs(q, k, false).matmul(v);
         let rg = (reference.clone() * w).sum().backward();
         let tol = Tolerance::default();
         fused
@@ -301,6 +311,34 @@ mod tests {
             .assert_approx_eq::<f32>(&reference.into_data(), tol);
         let (a, b) = (qkv.grad(&g).unwrap(), rqkv.grad(&rg).unwrap());
         a.into_data().assert_approx_eq::<f32>(&b.into_data(), tol);
+    }
+
+    /// With `bf16`, the node's gradient against autodiff through the same bf16 products
+    /// (burn's cast and matmul ops): far closer to it than the f32 node's gradient is, so the
+    /// backward matmuls take bf16 factors as the forward ones do.
+    #[test]
+    fn bf16_attention_gradient_matches_the_bf16_graph() {
+        let device = Default::default();
+        let rope = Rope::<AD>::new(4, 8, 10000.0, 0, 6, &device);
+        let (qkv0, w) = (random([2, 3, 6, 24], 31), random([2, 3, 6, 8], 32));
+        let rx = qkv0.clone().require_grad();
+        let (q, k, v) = split_qkv(rx.clone(), &rope);
+        let rg = (causal_attention_bf16(q, k, v) * w.clone())
+            .sum()
+            .backward();
+        let reference = rx.grad(&rg).unwrap();
+        let distance = |bf16: bool| {
+            let x = qkv0.clone().require_grad();
+            let g = (AD::qkv_attention(x.clone(), &rope, bf16) * w.clone())
+                .sum()
+                .backward();
+            (x.grad(&g).unwrap() - reference.clone())
+                .abs()
+                .mean()
+                .into_scalar()
+        };
+        let (d16, d32) = (distance(true), distance(false));
+        assert!(d32 > 0.0 && d16 < 0.05 * d32, "bf16 {d16}, f32 {d32}");
     }
 
     /// Decoding after a cache (T < S): the backend's attention with the bottom-right causal mask.
@@ -313,7 +351,7 @@ mod tests {
         );
         let (q, k, v) = (q.inner(), k.inner(), v.inner());
         let fused = Flex::causal_attention(q.clone(), k.clone(), v.clone());
-        let reference = causal_probs(q, k).matmul(v);
+        let reference = causal_probs(q, k, false).matmul(v);
         fused
             .into_data()
             .assert_approx_eq::<f32>(&reference.into_data(), Tolerance::default());
@@ -418,8 +456,8 @@ mod tests {
         assert!(err <= 2e-2 * scale, "error {err} against {scale}");
     }
 
-    /// With `bf16_stash` the kept inputs are rounded to bf16: the gradients stay within bf16's
-    /// precision of the f32 ones.
+    /// With `bf16` attention multiplies bf16 factors and the kept inputs are rounded to bf16:
+    /// outputs and gradients stay within bf16's precision of the f32 ones.
     #[test]
     fn bf16_stash_keeps_gradients_close() {
         let device = Default::default();
@@ -427,12 +465,16 @@ mod tests {
         let (x0, w) = (random([2, 3, 6, 24], 21), random([2, 3, 6, 8], 22));
         let attention = |bf16: bool| {
             let x = x0.clone().require_grad();
-            let g = (AD::qkv_attention(x.clone(), &rope, bf16) * w.clone())
-                .sum()
-                .backward();
-            x.grad(&g).unwrap()
+            let y = AD::qkv_attention(x.clone(), &rope, bf16);
+            let g = (y.clone() * w.clone()).sum().backward();
+            (y.inner(), x.grad(&g).unwrap())
         };
-        bf16_close(attention(true), attention(false));
+        // bf16 also multiplies in bf16, forward and backward, with or without autodiff
+        let ((y16, g16), (y32, g32)) = (attention(true), attention(false));
+        let plain = Flex::qkv_attention(x0.clone().inner(), &rope.inner(), true);
+        plain.into_data().assert_eq(&y16.clone().into_data(), true);
+        bf16_close(y16, y32);
+        bf16_close(g16, g32);
         let w = random([2, 3, 6, 24], 23);
         let gelu = |bf16: bool| {
             let x = (x0.clone() * 2.0).require_grad();

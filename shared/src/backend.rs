@@ -13,15 +13,16 @@
 //!   each), and its gradient is `(softmax − one-hot)·weight` in three passes;
 //! - an NF4 matmul keeps the 4-bit codes, not the dequantized weight.
 //!
-//! With `--dtype bf16` (`bf16_stash`) attention, GELU and LayerNorm keep those inputs in bf16,
-//! as a bf16 model in PyTorch keeps its activations, and compute in f32.
+//! With `--dtype bf16` attention multiplies bf16 factors (its softmax stays f32), and attention,
+//! GELU and LayerNorm (`bf16_stash`) keep those inputs in bf16, as a bf16 model in PyTorch keeps
+//! its activations; GELU and LayerNorm compute in f32.
 //!
 //! Model code is generic over `B: ModelBackend`; training code over [`TrainBackend`].
 
 use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ops::{AttentionModuleOptions, ModuleOps};
-use burn::tensor::{Bool, Int, Tensor, TensorPrimitive};
+use burn::tensor::{Bool, FloatDType, Int, Tensor, TensorPrimitive};
 
 use crate::base_weight::Nf4Weight;
 use crate::rope::Rope;
@@ -46,11 +47,15 @@ pub trait ModelBackend: Backend {
 
     /// Causal self-attention over a whole sequence (no cache) from the fused projection
     /// `qkv: [b, h, T, 3·d]`, each head's q, k and v in turn, the rotary embedding applied to
-    /// q and k ([`split_qkv`]). `bf16_stash`: under autodiff, keep what backward needs in bf16.
-    fn qkv_attention(qkv: Tensor<Self, 4>, rope: &Rope<Self>, bf16_stash: bool) -> Tensor<Self, 4> {
-        let _ = bf16_stash;
+    /// q and k ([`split_qkv`]). `bf16`: the two matmuls take bf16 factors
+    /// ([`causal_attention_bf16`]) and, under autodiff, q, k and v are kept in bf16.
+    fn qkv_attention(qkv: Tensor<Self, 4>, rope: &Rope<Self>, bf16: bool) -> Tensor<Self, 4> {
         let (q, k, v) = split_qkv(qkv, rope);
-        Self::causal_attention(q, k, v)
+        if bf16 {
+            causal_attention_bf16(q, k, v)
+        } else {
+            Self::causal_attention(q, k, v)
+        }
     }
 
     /// `−Σ weights·log softmax(logits)[target]`, the sum over every position, for
@@ -114,12 +119,38 @@ pub fn split_qkv<B: Backend>(
     (q, k, qkv.narrow(3, 2 * d, d))
 }
 
+/// `a·b`, with `bf16` from factors rounded to bf16 (a GPU's tensor cores; a no-op cast for a
+/// factor already in bf16) and the product back in f32, as a bf16 model in PyTorch multiplies.
+pub fn matmul<B: Backend, const D: usize>(
+    a: Tensor<B, D>,
+    b: Tensor<B, D>,
+    bf16: bool,
+) -> Tensor<B, D> {
+    if bf16 {
+        let bf = FloatDType::BF16;
+        a.cast(bf).matmul(b.cast(bf)).cast(FloatDType::F32)
+    } else {
+        a.matmul(b)
+    }
+}
+
+/// Causal self-attention (`S = T`) with both matmuls from bf16 factors, the scores, the mask
+/// and the softmax in f32: HF's eager attention in a bf16 model, with f32 scores.
+pub fn causal_attention_bf16<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+) -> Tensor<B, 4> {
+    matmul(causal_probs(q, k, true), v, true)
+}
+
 /// The attention probabilities `softmax(q·kᵀ/√d + causal mask)`, `[b, h, T, S]`, materialised
-/// (the backward pass of [`ModelBackend::causal_attention`] and the reference in tests).
-pub fn causal_probs<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>) -> Tensor<B, 4> {
+/// (the backward pass of [`ModelBackend::causal_attention`] and the reference in tests), in
+/// f32; `bf16`: `q·kᵀ` from bf16 factors ([`matmul`]).
+pub fn causal_probs<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, bf16: bool) -> Tensor<B, 4> {
     let [b, h, t, d] = q.dims();
     let s = k.dims()[2];
-    let scores = q.matmul(k.transpose()) * (d as f64).powf(-0.5);
+    let scores = matmul(q, k.transpose(), bf16) * (d as f64).powf(-0.5);
     let scores = if t > 1 {
         let mask = Tensor::<B, 2, Bool>::tril_mask([t, s], (s - t) as i64, &scores.device())
             .unsqueeze::<4>()

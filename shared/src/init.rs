@@ -54,7 +54,7 @@ impl<B: ModelBackend> GptNeoxForCausalLM<B> {
                     dense: lin(h, h, config.attention_bias),
                     num_heads: config.num_attention_heads,
                     head_dim: config.head_dim,
-                    bf16_stash: false,
+                    bf16: false,
                 },
                 mlp: Mlp {
                     dense_h_to_4h: lin(h, f, true),

@@ -116,7 +116,7 @@ impl<B: ModelBackend> Loader<'_, B> {
                 dense: self.linear(&format!("{p}.attention.dense"), h, h, c.attention_bias)?,
                 num_heads: c.num_attention_heads,
                 head_dim: c.head_dim,
-                bf16_stash: false,
+                bf16: false,
             },
             mlp: Mlp {
                 dense_h_to_4h: self.linear(&format!("{p}.mlp.dense_h_to_4h"), h, f, true)?,

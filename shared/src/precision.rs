@@ -1,6 +1,7 @@
 //! Mixed precision for training (`--dtype bf16`): the frozen base weights of every linear layer
-//! (`embed_out` included) are stored in bf16 and their matmuls run in bf16, while activations,
-//! LayerNorm, attention softmax, the loss, the LoRA weights and the optimizer state stay f32.
+//! (`embed_out` included) are stored in bf16 and their matmuls run in bf16, and so do attention's
+//! matmuls (`q·kᵀ` and `P·v`, and the four of its backward pass), while activations, LayerNorm,
+//! attention's scores and softmax, the loss, the LoRA weights and the optimizer state stay f32.
 //! What attention, GELU and LayerNorm keep for backward is kept in bf16 (`bf16_stash`), as a
 //! bf16 model in PyTorch keeps its activations; the logits the loss keeps stay f32, as HF's
 //! loss upcasts them.
@@ -34,7 +35,7 @@ impl<B: ModelBackend> GptNeoxForCausalLM<B> {
         for layer in &mut self.gpt_neox.layers {
             layer.input_layernorm.bf16_stash = bf16;
             layer.post_attention_layernorm.bf16_stash = bf16;
-            layer.attention.bf16_stash = bf16;
+            layer.attention.bf16 = bf16;
             layer.mlp.bf16_stash = bf16;
         }
         self.gpt_neox.final_layer_norm.bf16_stash = bf16;

@@ -34,16 +34,6 @@ fn stash<B: ModelBackend, const D: usize>(t: Tensor<B, D>, bf16: bool) -> FloatT
     to_prim(if bf16 { t.cast(FloatDType::BF16) } else { t })
 }
 
-/// A kept tensor back in f32, the activations' dtype.
-fn unstash<B: ModelBackend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
-    let t: Tensor<B, D> = from_prim(t);
-    if t.dtype() == DType::BF16 {
-        t.cast(FloatDType::F32)
-    } else {
-        t
-    }
-}
-
 #[derive(Debug)]
 struct QkvAttention;
 
@@ -64,9 +54,8 @@ impl<B: ModelBackend> Backward<B, 1> for QkvAttention {
             let p = causal_probs(q.clone(), k.clone(), bf16);
             let dv = matmul(p.clone().transpose(), g.clone(), bf16);
             let dp = matmul(g, v.transpose(), bf16);
-            let row = (p.clone() * dp.clone()).sum_dim(3);
             // scaled before it is rounded to bf16, as autodiff through the forward would
-            let ds = p * (dp - row) * c;
+            let ds = B::softmax_backward(p, dp, c);
             let dk = matmul(ds.clone().transpose(), q, bf16);
             let dq = matmul(ds, k, bf16);
             let parts = vec![rope.apply_transpose(dq), rope.apply_transpose(dk), dv];
@@ -83,13 +72,9 @@ impl<B: ModelBackend, const D: usize> Backward<B, 1> for Gelu<D> {
     type State = FloatTensor<B>;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let x: Tensor<B, D> = unstash(ops.state);
+        let x: Tensor<B, D> = from_prim(ops.state);
         unary::<B, _>(ops.parents, ops.node, grads, |g| {
-            // d/dx x·Φ(x) = Φ(x) + x·φ(x), φ(x) = exp(−x²/2)/√(2π)
-            let cdf = ((x.clone() / std::f64::consts::SQRT_2).erf() + 1.0) * 0.5;
-            let pdf =
-                (x.clone().powi_scalar(2) * -0.5).exp() * (2.0 * std::f64::consts::PI).powf(-0.5);
-            to_prim(from_prim::<B, D>(g) * (cdf + x * pdf))
+            to_prim(B::gelu_erf_backward(x, from_prim(g)))
         });
     }
 }
@@ -103,29 +88,20 @@ impl<B: ModelBackend, const D: usize> Backward<B, 3> for LayerNorm<D> {
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (x, gamma, eps) = ops.state;
-        let x: Tensor<B, D> = unstash(x);
         let g: Tensor<B, D> = from_prim(grads.consume::<B>(&ops.node));
-        let n = x.dims()[D - 1];
-        let xc = x.clone() - x.mean_dim(D - 1);
-        let rstd = ((xc.clone() * xc.clone()).mean_dim(D - 1) + eps)
-            .sqrt()
-            .recip();
-        let xhat = xc * rstd.clone();
-        // Σ over every position, per feature: `[n]`.
-        let per_feature = |t: Tensor<B, D>| t.reshape([-1, n as i32]).sum_dim(0).reshape([n]);
         let [px, pgamma, pbeta] = ops.parents;
-        if let Some(node) = pbeta {
-            grads.register::<B>(node.id, to_prim(per_feature(g.clone())));
-        }
-        if let Some(node) = pgamma {
-            grads.register::<B>(node.id, to_prim(per_feature(g.clone() * xhat.clone())));
+        let affine = pgamma.is_some() || pbeta.is_some();
+        let (dx, dgb) = B::layernorm_backward(from_prim(x), from_prim(gamma), g, eps, affine);
+        if let Some((dgamma, dbeta)) = dgb {
+            if let Some(node) = pgamma {
+                grads.register::<B>(node.id, to_prim(dgamma));
+            }
+            if let Some(node) = pbeta {
+                grads.register::<B>(node.id, to_prim(dbeta));
+            }
         }
         if let Some(node) = px {
-            let gamma: Tensor<B, 1> = from_prim(gamma);
-            let dxhat = g * gamma.unsqueeze::<D>();
-            let mean_d = dxhat.clone().mean_dim(D - 1);
-            let mean_dx = (dxhat.clone() * xhat.clone()).mean_dim(D - 1);
-            grads.register::<B>(node.id, to_prim((dxhat - mean_d - xhat * mean_dx) * rstd));
+            grads.register::<B>(node.id, to_prim(dx));
         }
     }
 }

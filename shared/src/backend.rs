@@ -58,6 +58,30 @@ pub trait ModelBackend: Backend {
         }
     }
 
+    /// `softmax(scores·scale + causal mask)` over the last dimension of `scores: [b, h, T, S]`
+    /// (`S ≥ T`: query `i` sees keys `0..=S − T + i`, as in
+    /// [`causal_attention`](Self::causal_attention)), in the scores' dtype.
+    fn causal_softmax(scores: Tensor<Self, 4>, scale: f64) -> Tensor<Self, 4> {
+        let [b, h, t, s] = scores.dims();
+        let scores = scores * scale;
+        let scores = if t > 1 {
+            let mask = Tensor::<Self, 2, Bool>::tril_mask([t, s], (s - t) as i64, &scores.device())
+                .unsqueeze::<4>()
+                .expand([b, h, t, s]);
+            scores.mask_fill(mask, f32::MIN)
+        } else {
+            scores
+        };
+        softmax(scores, 3)
+    }
+
+    /// The gradient of the scores of [`causal_softmax`](Self::causal_softmax) from its output
+    /// `p` and that output's gradient `dp`: `p ⊙ (dp − rowsum(p ⊙ dp))·scale`.
+    fn softmax_backward(p: Tensor<Self, 4>, dp: Tensor<Self, 4>, scale: f64) -> Tensor<Self, 4> {
+        let row = (p.clone() * dp.clone()).sum_dim(3);
+        p * (dp - row) * scale
+    }
+
     /// `−Σ weights·log softmax(logits)[target]`, the sum over every position, for
     /// `logits: [b, T, V]` and `targets, weights: [b, T, 1]`.
     fn weighted_nll(
@@ -73,6 +97,18 @@ pub trait ModelBackend: Backend {
     fn gelu_erf<const D: usize>(x: Tensor<Self, D>, bf16_stash: bool) -> Tensor<Self, D> {
         let _ = bf16_stash;
         x.clone() * ((x / std::f64::consts::SQRT_2).erf() + 1.0) * 0.5
+    }
+
+    /// The gradient of [`gelu_erf`](Self::gelu_erf) at `x` for the output gradient `g`, in
+    /// `g`'s dtype (`x` may be a bf16 copy): `g·(Φ(x) + x·φ(x))`.
+    fn gelu_erf_backward<const D: usize>(
+        x: Tensor<Self, D>,
+        g: Tensor<Self, D>,
+    ) -> Tensor<Self, D> {
+        let x = x.cast(g.dtype());
+        let cdf = ((x.clone() / std::f64::consts::SQRT_2).erf() + 1.0) * 0.5;
+        let pdf = (x.clone().powi_scalar(2) * -0.5).exp() * (2.0 * std::f64::consts::PI).powf(-0.5);
+        g * (cdf + x * pdf)
     }
 
     /// LayerNorm over the last dimension, `(x − mean)/√(var + ε)·gamma + beta` (biased
@@ -94,6 +130,31 @@ pub trait ModelBackend: Backend {
         Tensor::from_primitive(TensorPrimitive::Float(y))
     }
 
+    /// The gradients of [`layernorm`](Self::layernorm) for the output gradient `g`: the
+    /// input's (in `g`'s dtype; `x` may be a bf16 copy) and, with `affine`, gamma's and beta's
+    /// (`[n]`, summed over every position). With `x̂ = (x − mean)·rstd` and `d = g·gamma`:
+    /// `dx = (d − mean(d) − x̂·mean(d·x̂))·rstd`, `dgamma = Σ g·x̂`, `dbeta = Σ g`.
+    fn layernorm_backward<const D: usize>(
+        x: Tensor<Self, D>,
+        gamma: Tensor<Self, 1>,
+        g: Tensor<Self, D>,
+        epsilon: f64,
+        affine: bool,
+    ) -> (Tensor<Self, D>, Option<(Tensor<Self, 1>, Tensor<Self, 1>)>) {
+        let x = x.cast(g.dtype());
+        let xc = x.clone() - x.mean_dim(D - 1);
+        let rstd = ((xc.clone() * xc.clone()).mean_dim(D - 1) + epsilon)
+            .sqrt()
+            .recip();
+        let xhat = xc * rstd.clone();
+        let dxhat = g.clone() * gamma.unsqueeze::<D>();
+        let mean_d = dxhat.clone().mean_dim(D - 1);
+        let mean_dx = (dxhat.clone() * xhat.clone()).mean_dim(D - 1);
+        let dx = (dxhat - mean_d - xhat.clone() * mean_dx) * rstd;
+        let affine = affine.then(|| (per_feature(g.clone() * xhat), per_feature(g)));
+        (dx, affine)
+    }
+
     /// `x·W` with `W` the NF4 weight dequantized (`[in, out]`), multiplied in the weight's
     /// compute dtype; the result comes back in `x`'s dtype.
     fn nf4_matmul<const D: usize>(x: Tensor<Self, D>, w: &Nf4Weight<Self>) -> Tensor<Self, D> {
@@ -101,6 +162,12 @@ pub trait ModelBackend: Backend {
         let (xd, wd) = (x.dtype(), w.dtype());
         burn::tensor::module::linear(x.cast(wd), w, None).cast(xd)
     }
+}
+
+/// `t` summed over every position, per feature (its last dimension): `[n]`.
+pub fn per_feature<B: Backend, const D: usize>(t: Tensor<B, D>) -> Tensor<B, 1> {
+    let n = t.dims()[D - 1];
+    t.reshape([-1, n as i32]).sum_dim(0).reshape([n])
 }
 
 /// A backend that trains the model: autodiff over a [`ModelBackend`].
@@ -136,7 +203,7 @@ pub fn matmul<B: Backend, const D: usize>(
 
 /// Causal self-attention (`S = T`) with both matmuls from bf16 factors, the scores, the mask
 /// and the softmax in f32: HF's eager attention in a bf16 model, with f32 scores.
-pub fn causal_attention_bf16<B: Backend>(
+pub fn causal_attention_bf16<B: ModelBackend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
@@ -147,23 +214,15 @@ pub fn causal_attention_bf16<B: Backend>(
 /// The attention probabilities `softmax(q·kᵀ/√d + causal mask)`, `[b, h, T, S]`, materialised
 /// (the backward pass of [`ModelBackend::causal_attention`] and the reference in tests), in
 /// f32; `bf16`: `q·kᵀ` from bf16 factors ([`matmul`]).
-pub fn causal_probs<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, bf16: bool) -> Tensor<B, 4> {
-    let [b, h, t, d] = q.dims();
-    let s = k.dims()[2];
-    let scores = matmul(q, k.transpose(), bf16) * (d as f64).powf(-0.5);
-    let scores = if t > 1 {
-        let mask = Tensor::<B, 2, Bool>::tril_mask([t, s], (s - t) as i64, &scores.device())
-            .unsqueeze::<4>()
-            .expand([b, h, t, s]);
-        scores.mask_fill(mask, f32::MIN)
-    } else {
-        scores
-    };
-    softmax(scores, 3)
+pub fn causal_probs<B: ModelBackend>(q: Tensor<B, 4>, k: Tensor<B, 4>, bf16: bool) -> Tensor<B, 4> {
+    let d = q.dims()[3];
+    B::causal_softmax(matmul(q, k.transpose(), bf16), (d as f64).powf(-0.5))
 }
 
 impl ModelBackend for burn::backend::Flex {}
 
+/// CubeCL (CUDA, wgpu, WebGPU): the causal softmax, GELU and LayerNorm run as the fused kernels
+/// of `kernels.rs`.
 #[cfg(feature = "cubecl")]
 impl<R, F, I, BT> ModelBackend for burn_cubecl::CubeBackend<R, F, I, BT>
 where
@@ -174,6 +233,77 @@ where
     I: burn_cubecl::IntElement,
     BT: burn_cubecl::BoolElement,
 {
+    /// `softmax(q·kᵀ/√d + mask)·v` with the fused softmax kernel (burn's fallback without
+    /// autotune runs the softmax, the scaling and the mask as a dozen kernels).
+    fn causal_attention(
+        q: Tensor<Self, 4>,
+        k: Tensor<Self, 4>,
+        v: Tensor<Self, 4>,
+    ) -> Tensor<Self, 4> {
+        causal_probs(q, k, false).matmul(v)
+    }
+
+    fn causal_softmax(scores: Tensor<Self, 4>, scale: f64) -> Tensor<Self, 4> {
+        from_float(crate::kernels::causal_softmax(float(scores), scale))
+    }
+
+    fn softmax_backward(p: Tensor<Self, 4>, dp: Tensor<Self, 4>, scale: f64) -> Tensor<Self, 4> {
+        from_float(crate::kernels::softmax_backward(float(p), float(dp), scale))
+    }
+
+    fn gelu_erf<const D: usize>(x: Tensor<Self, D>, _bf16_stash: bool) -> Tensor<Self, D> {
+        from_float(crate::kernels::gelu(float(x)))
+    }
+
+    fn gelu_erf_backward<const D: usize>(
+        x: Tensor<Self, D>,
+        g: Tensor<Self, D>,
+    ) -> Tensor<Self, D> {
+        from_float(crate::kernels::gelu_backward(float(x), float(g)))
+    }
+
+    fn layernorm<const D: usize>(
+        x: Tensor<Self, D>,
+        gamma: Tensor<Self, 1>,
+        beta: Tensor<Self, 1>,
+        epsilon: f64,
+        _bf16_stash: bool,
+    ) -> Tensor<Self, D> {
+        from_float(crate::kernels::layernorm(
+            float(x),
+            float(gamma),
+            float(beta),
+            epsilon,
+        ))
+    }
+
+    fn layernorm_backward<const D: usize>(
+        x: Tensor<Self, D>,
+        gamma: Tensor<Self, 1>,
+        g: Tensor<Self, D>,
+        epsilon: f64,
+        affine: bool,
+    ) -> (Tensor<Self, D>, Option<(Tensor<Self, 1>, Tensor<Self, 1>)>) {
+        let (dx, gx) = crate::kernels::layernorm_backward(
+            float(x),
+            float(gamma),
+            float(g.clone()),
+            epsilon,
+            affine,
+        );
+        let affine = gx.map(|gx| (per_feature(from_float::<Self, D>(gx)), per_feature(g)));
+        (from_float(dx), affine)
+    }
+}
+
+#[cfg(feature = "cubecl")]
+fn float<B: Backend, const D: usize>(t: Tensor<B, D>) -> burn::tensor::ops::FloatTensor<B> {
+    t.into_primitive().tensor()
+}
+
+#[cfg(feature = "cubecl")]
+fn from_float<B: Backend, const D: usize>(t: burn::tensor::ops::FloatTensor<B>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(t))
 }
 
 #[cfg(feature = "fusion")]

@@ -14,6 +14,8 @@ pub mod error;
 pub mod example;
 pub mod generate;
 pub mod init;
+#[cfg(feature = "cubecl")]
+pub mod kernels;
 pub mod layer;
 pub mod linear;
 pub mod load;

@@ -7,6 +7,8 @@ pub mod cmd;
 pub mod data;
 pub mod device;
 pub mod eval;
+#[cfg(all(test, feature = "wgpu"))]
+mod fused_kernels_wgpu;
 pub mod paths;
 pub mod sft_data;
 pub mod train;

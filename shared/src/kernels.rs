@@ -1,0 +1,467 @@
+//! Fused CubeCL kernels (CUDA, wgpu, WebGPU) for attention's causal softmax, GELU and
+//! LayerNorm, forward and backward: the element-wise and row-wise work that burn 0.21 runs as
+//! one kernel per operation (LayerNorm's forward pass alone is nine kernels and seven passes
+//! over the activations; the masked softmax of attention's scores a dozen). Here each is one
+//! kernel: one pass for GELU, one cube per row for the others, with the row reductions in
+//! shared memory, as llm.c's kernels do.
+//!
+//! Inputs are made contiguous first, and a saved input kept in bf16 (`--dtype bf16`) is cast
+//! to the gradient's dtype: each kernel has one float type, which the tests check on wgpu.
+
+use burn::tensor::{DType, Shape};
+use burn_cubecl::CubeRuntime;
+use burn_cubecl::kernel::{cast, into_contiguous};
+use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::tensor::CubeTensor;
+use cubecl::prelude::*;
+use cubecl::{calculate_cube_count_elemwise, server::CubeCountSelection};
+
+/// Units per cube for the element-wise kernels.
+const ELEMWISE_UNITS: u32 = 256;
+/// The most units per cube in a row kernel (one cube per row).
+const ROW_UNITS: u32 = 256;
+
+#[cube(launch)]
+fn gelu_kernel<F: Float>(x: &Tensor<F>, y: &mut Tensor<F>, #[define(F)] _dtype: StorageType) {
+    let i = ABSOLUTE_POS;
+    if i < y.len() {
+        let v = x[i];
+        y[i] =
+            v * (F::erf(v * F::new(std::f32::consts::FRAC_1_SQRT_2)) + F::new(1.0)) * F::new(0.5);
+    }
+}
+
+/// `dx = g·(Φ(x) + x·φ(x))`.
+#[cube(launch)]
+fn gelu_backward_kernel<F: Float>(
+    x: &Tensor<F>,
+    g: &Tensor<F>,
+    dx: &mut Tensor<F>,
+    #[define(F)] _dtype: StorageType,
+) {
+    let i = ABSOLUTE_POS;
+    if i < dx.len() {
+        let v = x[i];
+        let cdf = (F::erf(v * F::new(std::f32::consts::FRAC_1_SQRT_2)) + F::new(1.0)) * F::new(0.5);
+        // 1/√(2π)
+        let pdf = F::exp(v * v * F::new(-0.5)) * F::new(0.398_942_3);
+        dx[i] = g[i] * (cdf + v * pdf);
+    }
+}
+
+/// The sum (or with `max`, the maximum) of every unit's `v` over the cube (1-D, a power of two
+/// units), through `buf` (as long), returned to every unit.
+#[cube]
+fn cube_reduce<F: Float>(v: F, buf: &mut SharedMemory<F>, #[comptime] max: bool) -> F {
+    let u = UNIT_POS as usize;
+    buf[u] = v;
+    sync_cube();
+    // a runtime value: a comptime one could not be halved in the loop
+    let mut s = (CUBE_DIM_X / 2) as usize;
+    while s > 0 {
+        if u < s {
+            let other = buf[u + s];
+            if max {
+                buf[u] = F::max(buf[u], other);
+            } else {
+                buf[u] += other;
+            }
+        }
+        sync_cube();
+        s /= 2;
+    }
+    let total = buf[0];
+    sync_cube();
+    total
+}
+
+#[cube]
+fn cube_sum<F: Float>(v: F, buf: &mut SharedMemory<F>) -> F {
+    cube_reduce::<F>(v, buf, false)
+}
+
+/// Mean and `1/√(var + ε)` of row `base..base + n` of `x`, every unit striding over it.
+#[cube]
+fn row_stats<F: Float>(
+    x: &Tensor<F>,
+    base: usize,
+    n: usize,
+    eps: f32,
+    buf: &mut SharedMemory<F>,
+    #[comptime] units: u32,
+) -> (F, F) {
+    let step = units as usize;
+    let nf = F::cast_from(n);
+    let mut acc = F::new(0.0);
+    let mut i = UNIT_POS as usize;
+    while i < n {
+        acc += x[base + i];
+        i += step;
+    }
+    let mean = cube_sum::<F>(acc, buf) / nf;
+    let mut acc2 = F::new(0.0);
+    let mut j = UNIT_POS as usize;
+    while j < n {
+        let c = x[base + j] - mean;
+        acc2 += c * c;
+        j += step;
+    }
+    let var = cube_sum::<F>(acc2, buf) / nf;
+    (mean, F::recip(F::sqrt(var + F::cast_from(eps))))
+}
+
+/// One cube per row of `n`: `y = (x − mean)·rstd·gamma + beta`.
+#[cube(launch)]
+fn layernorm_kernel<F: Float>(
+    x: &Tensor<F>,
+    gamma: &Tensor<F>,
+    beta: &Tensor<F>,
+    y: &mut Tensor<F>,
+    rows: u32,
+    n: u32,
+    eps: f32,
+    #[comptime] units: u32,
+    #[define(F)] _dtype: StorageType,
+) {
+    let row = CUBE_POS;
+    if row >= rows as usize {
+        terminate!();
+    }
+    let n = n as usize;
+    let base = row * n;
+    let mut buf = SharedMemory::<F>::new(units as usize);
+    let (mean, rstd) = row_stats::<F>(x, base, n, eps, &mut buf, units);
+    let mut i = UNIT_POS as usize;
+    while i < n {
+        y[base + i] = (x[base + i] - mean) * rstd * gamma[i] + beta[i];
+        i += units as usize;
+    }
+}
+
+/// One cube per row: with `x̂ = (x − mean)·rstd` and `d = g·gamma`,
+/// `dx = (d − mean(d) − x̂·mean(d·x̂))·rstd`; with `affine`, `gx = g·x̂` too (summed over rows
+/// into gamma's gradient by the caller).
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn layernorm_backward_kernel<F: Float>(
+    x: &Tensor<F>,
+    gamma: &Tensor<F>,
+    g: &Tensor<F>,
+    dx: &mut Tensor<F>,
+    gx: &mut Tensor<F>,
+    rows: u32,
+    n: u32,
+    eps: f32,
+    #[comptime] units: u32,
+    #[comptime] affine: bool,
+    #[define(F)] _dtype: StorageType,
+) {
+    let row = CUBE_POS;
+    if row >= rows as usize {
+        terminate!();
+    }
+    let n = n as usize;
+    let step = units as usize;
+    let base = row * n;
+    let mut buf = SharedMemory::<F>::new(units as usize);
+    let (mean, rstd) = row_stats::<F>(x, base, n, eps, &mut buf, units);
+    let mut sd = F::new(0.0);
+    let mut sdx = F::new(0.0);
+    let mut i = UNIT_POS as usize;
+    while i < n {
+        let xhat = (x[base + i] - mean) * rstd;
+        let d = g[base + i] * gamma[i];
+        sd += d;
+        sdx += d * xhat;
+        i += step;
+    }
+    let nf = F::cast_from(n);
+    let mean_d = cube_sum::<F>(sd, &mut buf) / nf;
+    let mean_dx = cube_sum::<F>(sdx, &mut buf) / nf;
+    let mut j = UNIT_POS as usize;
+    while j < n {
+        let xhat = (x[base + j] - mean) * rstd;
+        let gj = g[base + j];
+        dx[base + j] = (gj * gamma[j] - mean_d - xhat * mean_dx) * rstd;
+        if affine {
+            gx[base + j] = gj * xhat;
+        }
+        j += step;
+    }
+}
+
+/// One cube per row of `len` scores: row `r` is query `r mod t`, which sees the first
+/// `len − t + r mod t + 1` keys; `p = softmax(s·scale)` over those, 0 beyond.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn causal_softmax_kernel<F: Float>(
+    s: &Tensor<F>,
+    p: &mut Tensor<F>,
+    rows: u32,
+    t: u32,
+    len: u32,
+    scale: f32,
+    #[comptime] units: u32,
+    #[define(F)] _dtype: StorageType,
+) {
+    let row = CUBE_POS;
+    if row >= rows as usize {
+        terminate!();
+    }
+    let len = len as usize;
+    let t = t as usize;
+    let step = units as usize;
+    let base = row * len;
+    let visible = len - t + row % t + 1;
+    let sc = F::cast_from(scale);
+    let mut buf = SharedMemory::<F>::new(units as usize);
+    let mut m = F::new(f32::MIN);
+    let mut i = UNIT_POS as usize;
+    while i < visible {
+        m = F::max(m, s[base + i] * sc);
+        i += step;
+    }
+    let mx = cube_reduce::<F>(m, &mut buf, true);
+    let mut acc = F::new(0.0);
+    let mut j = UNIT_POS as usize;
+    while j < visible {
+        acc += F::exp(s[base + j] * sc - mx);
+        j += step;
+    }
+    let inv = F::recip(cube_sum::<F>(acc, &mut buf));
+    let mut k = UNIT_POS as usize;
+    while k < len {
+        if k < visible {
+            p[base + k] = F::exp(s[base + k] * sc - mx) * inv;
+        } else {
+            p[base + k] = F::new(0.0);
+        }
+        k += step;
+    }
+}
+
+/// One cube per row: `ds = p·(dp − Σ p·dp)·scale`.
+#[cube(launch)]
+fn softmax_backward_kernel<F: Float>(
+    p: &Tensor<F>,
+    dp: &Tensor<F>,
+    ds: &mut Tensor<F>,
+    rows: u32,
+    len: u32,
+    scale: f32,
+    #[comptime] units: u32,
+    #[define(F)] _dtype: StorageType,
+) {
+    let row = CUBE_POS;
+    if row >= rows as usize {
+        terminate!();
+    }
+    let len = len as usize;
+    let step = units as usize;
+    let base = row * len;
+    let mut buf = SharedMemory::<F>::new(units as usize);
+    let mut acc = F::new(0.0);
+    let mut i = UNIT_POS as usize;
+    while i < len {
+        acc += p[base + i] * dp[base + i];
+        i += step;
+    }
+    let dot = cube_sum::<F>(acc, &mut buf);
+    let sc = F::cast_from(scale);
+    let mut j = UNIT_POS as usize;
+    while j < len {
+        ds[base + j] = p[base + j] * (dp[base + j] - dot) * sc;
+        j += step;
+    }
+}
+
+fn empty_like<R: CubeRuntime>(t: &CubeTensor<R>, shape: Shape, dtype: DType) -> CubeTensor<R> {
+    empty_device_dtype(t.client.clone(), t.device.clone(), shape, dtype)
+}
+
+fn elemwise_launch<R: CubeRuntime>(t: &CubeTensor<R>) -> (CubeCount, CubeDim) {
+    let n = t.meta.num_elements();
+    let dim = CubeDim::new_1d(ELEMWISE_UNITS);
+    (calculate_cube_count_elemwise(&t.client, n, dim), dim)
+}
+
+/// Rows, row length, and the launch of a row kernel: a power-of-two cube of at most
+/// [`ROW_UNITS`] units per row, rows spread over as many cube dimensions as the device needs.
+fn row_launch<R: CubeRuntime>(t: &CubeTensor<R>) -> (usize, usize, CubeCount, CubeDim, u32) {
+    let n = *t.meta.shape().last().expect("a tensor with dimensions");
+    let rows = t.meta.num_elements() / n.max(1);
+    let max_units = t.client.properties().hardware.max_cube_dim.0.min(ROW_UNITS);
+    let units = (n.next_power_of_two() as u32).clamp(1, max_units);
+    let count = CubeCountSelection::new(&t.client, rows as u32).cube_count();
+    (rows, n, count, CubeDim::new_1d(units), units)
+}
+
+/// Exact GELU, `x·Φ(x)`, in one pass.
+pub fn gelu<R: CubeRuntime>(x: CubeTensor<R>) -> CubeTensor<R> {
+    let x = into_contiguous(x);
+    let y = empty_like(&x, x.meta.shape().clone(), x.dtype);
+    let (count, dim) = elemwise_launch(&x);
+    let dtype = x.dtype;
+    gelu_kernel::launch::<R>(
+        &x.client.clone(),
+        count,
+        dim,
+        x.into_tensor_arg(),
+        y.clone().into_tensor_arg(),
+        dtype.into(),
+    );
+    y
+}
+
+/// `x` in `g`'s dtype, contiguous.
+fn like_grad<R: CubeRuntime>(x: CubeTensor<R>, g: &CubeTensor<R>) -> CubeTensor<R> {
+    let x = into_contiguous(x);
+    if x.dtype == g.dtype {
+        x
+    } else {
+        cast(x, g.dtype)
+    }
+}
+
+/// GELU's input gradient for the output gradient `g`, in `g`'s dtype (`x` may be bf16).
+pub fn gelu_backward<R: CubeRuntime>(x: CubeTensor<R>, g: CubeTensor<R>) -> CubeTensor<R> {
+    let g = into_contiguous(g);
+    let x = like_grad(x, &g);
+    let dx = empty_like(&g, g.meta.shape().clone(), g.dtype);
+    let (count, dim) = elemwise_launch(&g);
+    let dtype = g.dtype;
+    gelu_backward_kernel::launch::<R>(
+        &g.client.clone(),
+        count,
+        dim,
+        x.into_tensor_arg(),
+        g.into_tensor_arg(),
+        dx.clone().into_tensor_arg(),
+        dtype.into(),
+    );
+    dx
+}
+
+/// LayerNorm over the last dimension, one cube per row.
+pub fn layernorm<R: CubeRuntime>(
+    x: CubeTensor<R>,
+    gamma: CubeTensor<R>,
+    beta: CubeTensor<R>,
+    eps: f64,
+) -> CubeTensor<R> {
+    let (x, gamma, beta) = (
+        into_contiguous(x),
+        into_contiguous(gamma),
+        into_contiguous(beta),
+    );
+    let y = empty_like(&x, x.meta.shape().clone(), x.dtype);
+    let (rows, n, count, dim, units) = row_launch(&x);
+    let dtype = x.dtype;
+    layernorm_kernel::launch::<R>(
+        &x.client.clone(),
+        count,
+        dim,
+        x.into_tensor_arg(),
+        gamma.into_tensor_arg(),
+        beta.into_tensor_arg(),
+        y.clone().into_tensor_arg(),
+        rows as u32,
+        n as u32,
+        eps as f32,
+        units,
+        dtype.into(),
+    );
+    y
+}
+
+/// LayerNorm's input gradient for the output gradient `g` (in `g`'s dtype; `x` may be bf16)
+/// and, with `affine`, `g·x̂` (same shape), which summed over rows is gamma's gradient.
+pub fn layernorm_backward<R: CubeRuntime>(
+    x: CubeTensor<R>,
+    gamma: CubeTensor<R>,
+    g: CubeTensor<R>,
+    eps: f64,
+    affine: bool,
+) -> (CubeTensor<R>, Option<CubeTensor<R>>) {
+    let (gamma, g) = (into_contiguous(gamma), into_contiguous(g));
+    let x = like_grad(x, &g);
+    let shape = g.meta.shape().clone();
+    let dx = empty_like(&g, shape.clone(), g.dtype);
+    // without `affine` the kernel never writes `gx`: a one-element placeholder
+    let gx = empty_like(&g, if affine { shape } else { Shape::new([1]) }, g.dtype);
+    let (rows, n, count, dim, units) = row_launch(&g);
+    let dtype = g.dtype;
+    layernorm_backward_kernel::launch::<R>(
+        &g.client.clone(),
+        count,
+        dim,
+        x.into_tensor_arg(),
+        gamma.into_tensor_arg(),
+        g.into_tensor_arg(),
+        dx.clone().into_tensor_arg(),
+        gx.clone().into_tensor_arg(),
+        rows as u32,
+        n as u32,
+        eps as f32,
+        units,
+        affine,
+        dtype.into(),
+    );
+    (dx, affine.then_some(gx))
+}
+
+/// `softmax(scores·scale + causal mask)` over the last dimension of `scores: [b, h, T, S]`
+/// (query `i` sees keys `0..=S − T + i`), one cube per row.
+pub fn causal_softmax<R: CubeRuntime>(scores: CubeTensor<R>, scale: f64) -> CubeTensor<R> {
+    let s = into_contiguous(scores);
+    let t = s.meta.shape()[2];
+    let p = empty_like(&s, s.meta.shape().clone(), s.dtype);
+    let (rows, len, count, dim, units) = row_launch(&s);
+    let dtype = s.dtype;
+    causal_softmax_kernel::launch::<R>(
+        &s.client.clone(),
+        count,
+        dim,
+        s.into_tensor_arg(),
+        p.clone().into_tensor_arg(),
+        rows as u32,
+        t as u32,
+        len as u32,
+        scale as f32,
+        units,
+        dtype.into(),
+    );
+    p
+}
+
+/// The scores' gradient from the softmax output `p` and its gradient `dp` (same shape):
+/// `p·(dp − rowsum(p·dp))·scale`, one cube per row.
+pub fn softmax_backward<R: CubeRuntime>(
+    p: CubeTensor<R>,
+    dp: CubeTensor<R>,
+    scale: f64,
+) -> CubeTensor<R> {
+    let (p, dp) = (into_contiguous(p), into_contiguous(dp));
+    let dp = if dp.dtype == p.dtype {
+        dp
+    } else {
+        cast(dp, p.dtype)
+    };
+    let ds = empty_like(&p, p.meta.shape().clone(), p.dtype);
+    let (rows, len, count, dim, units) = row_launch(&p);
+    let dtype = p.dtype;
+    softmax_backward_kernel::launch::<R>(
+        &p.client.clone(),
+        count,
+        dim,
+        p.into_tensor_arg(),
+        dp.into_tensor_arg(),
+        ds.clone().into_tensor_arg(),
+        rows as u32,
+        len as u32,
+        scale as f32,
+        units,
+        dtype.into(),
+    );
+    ds
+}

@@ -1,0 +1,111 @@
+//! shared's fused CubeCL kernels (`shared::kernels`: GELU and LayerNorm, forward and backward)
+//! on burn-wgpu, whose CubeCL kernels lavapipe runs on a CPU as CUDA runs them on a GPU,
+//! against the formulas computed with burn's ops on the CPU (Flex, `ModelBackend`'s defaults).
+
+use burn::backend::{Flex, Wgpu};
+use burn::tensor::{Distribution, Tensor, Tolerance, backend::Backend};
+use shared::ModelBackend;
+
+type G = Wgpu<f32, i32>;
+
+/// The same random tensor on the CPU and on wgpu.
+fn pair<const D: usize>(
+    shape: [usize; D],
+    seed: u64,
+    scale: f32,
+) -> (Tensor<Flex, D>, Tensor<G, D>) {
+    Flex::seed(&Default::default(), seed);
+    let cpu = Tensor::<Flex, D>::random(shape, Distribution::Normal(0.0, 1.0), &Default::default())
+        * scale;
+    let gpu = Tensor::from_data(cpu.to_data(), &Default::default());
+    (cpu, gpu)
+}
+
+fn close<const D: usize>(got: Tensor<G, D>, want: Tensor<Flex, D>) {
+    got.into_data()
+        .assert_approx_eq::<f32>(&want.into_data(), Tolerance::rel_abs(1e-4, 1e-5));
+}
+
+#[test]
+fn gelu_forward_and_backward_match_the_formulas() {
+    let (x, xg) = pair([3, 5, 77], 1, 3.0);
+    let (g, gg) = pair([3, 5, 77], 2, 1.0);
+    close(
+        G::gelu_erf(xg.clone(), false),
+        Flex::gelu_erf(x.clone(), false),
+    );
+    close(G::gelu_erf_backward(xg, gg), Flex::gelu_erf_backward(x, g));
+}
+
+/// Row lengths below, at and above the 256 units of a cube (a row strided over by each unit),
+/// a non-contiguous input, and more rows than a cube-count dimension holds (65,535 on wgpu).
+#[test]
+fn layernorm_forward_and_backward_match_the_formulas() {
+    for (shape, swap) in [
+        ([2, 3, 24], false),
+        ([2, 3, 256], false),
+        ([3, 4, 300], true),
+        ([1, 70_000, 5], false),
+    ] {
+        let (x, xg) = pair(shape, 3, 2.0);
+        let (x, xg) = if swap {
+            (x.swap_dims(0, 1), xg.swap_dims(0, 1))
+        } else {
+            (x + 0.5, xg + 0.5)
+        };
+        let n = shape[2];
+        let (gamma, gammag) = pair([n], 4, 1.0);
+        let (beta, betag) = pair([n], 5, 1.0);
+        let (g, gg) = pair(x.dims(), 6, 1.0);
+        close(
+            G::layernorm(xg.clone(), gammag.clone(), betag, 1e-5, false),
+            Flex::layernorm(x.clone(), gamma.clone(), beta, 1e-5, false),
+        );
+        // burn 0.21's own `sum_dim` over 65,535 or more rows is wrong on wgpu (it returns
+        // 65,532 for as many ones), so gamma's and beta's gradients, summed by it, are
+        // checked on the smaller shapes only
+        let rows = x.dims()[0] * x.dims()[1];
+        for affine in [false, rows < 65_535] {
+            let (dx, dgb) =
+                G::layernorm_backward(xg.clone(), gammag.clone(), gg.clone(), 1e-5, affine);
+            let (rdx, rdgb) =
+                Flex::layernorm_backward(x.clone(), gamma.clone(), g.clone(), 1e-5, affine);
+            close(dx, rdx);
+            assert_eq!(dgb.is_some(), affine);
+            if let (Some((dgamma, dbeta)), Some((rdgamma, rdbeta))) = (dgb, rdgb) {
+                close(dgamma, rdgamma);
+                close(dbeta, rdbeta);
+            }
+        }
+    }
+}
+
+/// The causal softmax (a square mask, a KV cache's offset mask, one query, rows longer than a
+/// cube's 256 units, more rows than a cube-count dimension holds), its backward pass, and
+/// attention through it against burn-flex's own attention.
+#[test]
+fn causal_softmax_and_attention_match_the_formulas() {
+    for shape in [
+        [2, 3, 5, 5],
+        [1, 2, 3, 7],
+        [1, 2, 300, 300],
+        [1000, 70, 1, 4],
+    ] {
+        let (s, sg) = pair(shape, 7, 3.0);
+        let (dp, dpg) = pair(shape, 8, 1.0);
+        let p = Flex::causal_softmax(s.clone(), 0.3);
+        close(G::causal_softmax(sg.clone(), 0.3), p.clone());
+        let pg = Tensor::from_data(p.to_data(), &Default::default());
+        close(
+            G::softmax_backward(pg, dpg, 0.3),
+            Flex::softmax_backward(p, dp, 0.3),
+        );
+    }
+    let (q, qg) = pair([2, 3, 4, 8], 9, 1.0);
+    let (k, kg) = pair([2, 3, 6, 8], 10, 1.0);
+    let (v, vg) = pair([2, 3, 6, 8], 11, 1.0);
+    close(
+        G::causal_attention(qg, kg, vg),
+        Flex::causal_attention(q, k, v),
+    );
+}

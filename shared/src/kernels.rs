@@ -18,8 +18,10 @@ use cubecl::{calculate_cube_count_elemwise, server::CubeCountSelection};
 
 /// Units per cube for the element-wise kernels.
 const ELEMWISE_UNITS: u32 = 256;
-/// The most units per cube in a row kernel (one cube per row).
-const ROW_UNITS: u32 = 256;
+/// The most units per cube in a row kernel (one cube per row): one warp on an NVIDIA GPU, as
+/// llm.c's row kernels use. On lavapipe 32 units ran a 2-layer step 12 % faster than the burn
+/// ops they replace, 256 units 10 % slower (each cube barrier costs a CPU-run device dearly).
+const ROW_UNITS: u32 = 32;
 
 #[cube(launch)]
 fn gelu_kernel<F: Float>(x: &Tensor<F>, y: &mut Tensor<F>, #[define(F)] _dtype: StorageType) {

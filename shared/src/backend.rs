@@ -140,7 +140,7 @@ pub trait ModelBackend: Backend {
         g: Tensor<Self, D>,
         epsilon: f64,
         affine: bool,
-    ) -> (Tensor<Self, D>, Option<(Tensor<Self, 1>, Tensor<Self, 1>)>) {
+    ) -> LayerNormGrads<Self, D> {
         let x = x.cast(g.dtype());
         let xc = x.clone() - x.mean_dim(D - 1);
         let rstd = ((xc.clone() * xc.clone()).mean_dim(D - 1) + epsilon)
@@ -163,6 +163,9 @@ pub trait ModelBackend: Backend {
         burn::tensor::module::linear(x.cast(wd), w, None).cast(xd)
     }
 }
+
+/// LayerNorm's gradients: the input's, and with `affine` gamma's and beta's.
+pub type LayerNormGrads<B, const D: usize> = (Tensor<B, D>, Option<(Tensor<B, 1>, Tensor<B, 1>)>);
 
 /// `t` summed over every position, per feature (its last dimension): `[n]`.
 pub fn per_feature<B: Backend, const D: usize>(t: Tensor<B, D>) -> Tensor<B, 1> {
@@ -283,7 +286,7 @@ where
         g: Tensor<Self, D>,
         epsilon: f64,
         affine: bool,
-    ) -> (Tensor<Self, D>, Option<(Tensor<Self, 1>, Tensor<Self, 1>)>) {
+    ) -> LayerNormGrads<Self, D> {
         let (dx, gx) = crate::kernels::layernorm_backward(
             float(x),
             float(gamma),

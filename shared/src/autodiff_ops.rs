@@ -116,14 +116,14 @@ impl<B: ModelBackend> Backward<B, 1> for WeightedNll {
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (logits, targets, weights) = ops.state;
         unary::<B, _>(ops.parents, ops.node, grads, |g| {
-            let logits: Tensor<B, 3> = from_prim(logits);
             let targets = Tensor::<B, 3, Int>::from_primitive(targets);
-            let w: Tensor<B, 3> = from_prim(weights);
-            let g: Tensor<B, 1> = from_prim(g);
-            // (softmax − one-hot(target))·weight·g
-            let d = softmax(logits, 2) * w.clone();
-            let d = d.scatter(2, targets, w.neg(), IndexingUpdateOp::Add);
-            to_prim(d * g.reshape([1, 1, 1]))
+            let d = B::weighted_nll_backward(
+                from_prim(logits),
+                targets,
+                from_prim(weights),
+                from_prim(g),
+            );
+            to_prim(d)
         });
     }
 }

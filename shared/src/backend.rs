@@ -22,7 +22,7 @@
 use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ops::{AttentionModuleOptions, ModuleOps};
-use burn::tensor::{Bool, FloatDType, Int, Tensor, TensorPrimitive};
+use burn::tensor::{Bool, FloatDType, IndexingUpdateOp, Int, Tensor, TensorPrimitive};
 
 use crate::base_weight::Nf4Weight;
 use crate::rope::Rope;
@@ -91,6 +91,19 @@ pub trait ModelBackend: Backend {
     ) -> Tensor<Self, 1> {
         let picked = log_softmax(logits, 2).gather(2, targets);
         (picked * weights).sum().neg()
+    }
+
+    /// The gradient of [`weighted_nll`](Self::weighted_nll) with respect to the logits, for the
+    /// loss's gradient `g: [1]`: `(softmax(logits) − one-hot(target))·weight·g`.
+    fn weighted_nll_backward(
+        logits: Tensor<Self, 3>,
+        targets: Tensor<Self, 3, Int>,
+        weights: Tensor<Self, 3>,
+        g: Tensor<Self, 1>,
+    ) -> Tensor<Self, 3> {
+        let coef = weights * g.reshape([1, 1, 1]);
+        let d = softmax(logits, 2) * coef.clone();
+        d.scatter(2, targets, coef.neg(), IndexingUpdateOp::Add)
     }
 
     /// Exact GELU, `x·Φ(x) = x·(1 + erf(x/√2))/2` (HF's `gelu`).
@@ -224,8 +237,8 @@ pub fn causal_probs<B: ModelBackend>(q: Tensor<B, 4>, k: Tensor<B, 4>, bf16: boo
 
 impl ModelBackend for burn::backend::Flex {}
 
-/// CubeCL (CUDA, wgpu, WebGPU): the causal softmax, GELU and LayerNorm run as the fused kernels
-/// of `kernels.rs`.
+/// CubeCL (CUDA, wgpu, WebGPU): the causal softmax, the loss, GELU and LayerNorm run as the
+/// fused kernels of `kernels.rs`.
 #[cfg(feature = "cubecl")]
 impl<R, F, I, BT> ModelBackend for burn_cubecl::CubeBackend<R, F, I, BT>
 where
@@ -252,6 +265,33 @@ where
 
     fn softmax_backward(p: Tensor<Self, 4>, dp: Tensor<Self, 4>, scale: f64) -> Tensor<Self, 4> {
         from_float(crate::kernels::softmax_backward(float(p), float(dp), scale))
+    }
+
+    fn weighted_nll(
+        logits: Tensor<Self, 3>,
+        targets: Tensor<Self, 3, Int>,
+        weights: Tensor<Self, 3>,
+    ) -> Tensor<Self, 1> {
+        let rows = crate::kernels::weighted_nll_rows(
+            float(logits),
+            targets.into_primitive(),
+            float(weights),
+        );
+        from_float::<Self, 1>(rows).sum()
+    }
+
+    fn weighted_nll_backward(
+        logits: Tensor<Self, 3>,
+        targets: Tensor<Self, 3, Int>,
+        weights: Tensor<Self, 3>,
+        g: Tensor<Self, 1>,
+    ) -> Tensor<Self, 3> {
+        let coef = weights * g.reshape([1, 1, 1]);
+        from_float(crate::kernels::weighted_nll_backward(
+            float(logits),
+            targets.into_primitive(),
+            float(coef),
+        ))
     }
 
     fn gelu_erf<const D: usize>(x: Tensor<Self, D>, _bf16_stash: bool) -> Tensor<Self, D> {

@@ -13,9 +13,8 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::module::AutodiffModule;
-use burn::tensor::activation::softmax;
 use burn::tensor::ops::{FloatTensor, IntTensor};
-use burn::tensor::{DType, FloatDType, IndexingUpdateOp, Int, Tensor, TensorPrimitive};
+use burn::tensor::{DType, FloatDType, Int, Tensor, TensorPrimitive};
 
 use crate::backend::{ModelBackend, causal_attention_bf16, causal_probs, matmul, split_qkv};
 use crate::base_weight::Nf4Weight;

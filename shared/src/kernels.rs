@@ -300,7 +300,7 @@ fn row_logsumexp<F: Float>(
     }
     let top = cube_reduce::<F>(m, buf, true);
     let total = cube_sum::<F>(acc * F::exp(m - top), buf);
-    top + F::log(total)
+    top + F::ln(total)
 }
 
 /// One cube per row of `v` logits: `out = weight·(log Σ exp − logit[target])`, 0 for a row of

@@ -119,17 +119,17 @@ fn weighted_nll_and_its_gradient_match_the_formulas() {
     let (logits, logitsg) = pair([2, 3, 1000], 12, 4.0);
     let targets = TensorData::new(vec![0i64, 999, 5, 17, 0, 998], [2, 3, 1]);
     let weights = TensorData::new(vec![1.0f32, 0.5, 0.0, 1.0, 2.0, 0.0], [2, 3, 1]);
-    let device = Default::default();
-    let t = Tensor::<Flex, 3, Int>::from_data(targets.clone(), &device);
-    let tg = Tensor::<G, 3, Int>::from_data(targets, &device);
-    let w = Tensor::<Flex, 3>::from_data(weights.clone(), &device);
-    let wg = Tensor::<G, 3>::from_data(weights, &device);
+    let (cpu, gpu) = (Default::default(), Default::default());
+    let t = Tensor::<Flex, 3, Int>::from_data(targets.clone(), &cpu);
+    let tg = Tensor::<G, 3, Int>::from_data(targets, &gpu);
+    let w = Tensor::<Flex, 3>::from_data(weights.clone(), &cpu);
+    let wg = Tensor::<G, 3>::from_data(weights, &gpu);
     close(
         G::weighted_nll(logitsg.clone(), tg.clone(), wg.clone()),
         Flex::weighted_nll(logits.clone(), t.clone(), w.clone()),
     );
-    let g = Tensor::<Flex, 1>::from_floats([0.7], &device);
-    let gg = Tensor::<G, 1>::from_floats([0.7], &device);
+    let g = Tensor::<Flex, 1>::from_floats([0.7], &cpu);
+    let gg = Tensor::<G, 1>::from_floats([0.7], &gpu);
     close(
         G::weighted_nll_backward(logitsg, tg, wg, gg),
         Flex::weighted_nll_backward(logits, t, w, g),

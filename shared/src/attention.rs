@@ -3,7 +3,6 @@
 //! attention itself is `ModelBackend::qkv_attention` (no cache) or `causal_attention`.
 
 use crate::ModelBackend;
-use crate::backend::split_qkv;
 use crate::linear::Linear;
 use burn::module::Module;
 use burn::tensor::Tensor;
@@ -44,7 +43,7 @@ impl<B: ModelBackend> Attention<B> {
         let out = match cache {
             None => B::qkv_attention(qkv, rope, self.bf16),
             Some((cache, layer)) => {
-                let (q, k, v) = split_qkv(qkv, rope);
+                let (q, k, v) = B::split_qkv_rope(qkv, rope);
                 let (k, v) = cache.append(layer, k, v);
                 B::causal_attention(q, k, v)
             }

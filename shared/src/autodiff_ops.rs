@@ -37,8 +37,8 @@ fn stash<B: ModelBackend, const D: usize>(t: Tensor<B, D>, bf16: bool) -> FloatT
 struct QkvAttention;
 
 impl<B: ModelBackend> Backward<B, 1> for QkvAttention {
-    /// q and k after the rotary embedding, a copy of v (v is a view that would keep the whole
-    /// fused projection alive), all three in bf16 with `bf16`; the rotary tables.
+    /// q and k after the rotary embedding and v (tensors of their own, not views that would keep
+    /// the whole fused projection alive), all three in bf16 with `bf16`; the rotary tables.
     type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, Rope<B>);
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
@@ -57,8 +57,7 @@ impl<B: ModelBackend> Backward<B, 1> for QkvAttention {
             let ds = B::softmax_backward(p, dp, c);
             let dk = matmul(ds.clone().transpose(), q, bf16);
             let dq = matmul(ds, k, bf16);
-            let parts = vec![rope.apply_transpose(dq), rope.apply_transpose(dk), dv];
-            to_prim(Tensor::cat(parts, 3))
+            to_prim(B::split_qkv_rope_backward(dq, dk, dv, &rope))
         });
     }
 }
@@ -172,7 +171,7 @@ impl<B: ModelBackend, C: CheckpointStrategy> ModelBackend for Autodiff<B, C> {
     fn qkv_attention(qkv: Tensor<Self, 4>, rope: &Rope<Self>, bf16: bool) -> Tensor<Self, 4> {
         let qkv = to_prim(qkv);
         let rope = rope.inner();
-        let (q, k, v) = split_qkv(from_prim::<B, 4>(qkv.primitive.clone()), &rope);
+        let (q, k, v) = B::split_qkv_rope(from_prim::<B, 4>(qkv.primitive.clone()), &rope);
         if bf16 {
             // cast once: the forward matmuls and the state share the bf16 copies
             let bf = FloatDType::BF16;
@@ -183,9 +182,8 @@ impl<B: ModelBackend, C: CheckpointStrategy> ModelBackend for Autodiff<B, C> {
             });
         }
         let y = B::causal_attention(q.clone(), k.clone(), v.clone());
-        // v is a view of the projection: keep a copy
         record(QkvAttention, [&qkv], y, || {
-            (to_prim(q), to_prim(k), to_prim(v * 1.0), rope)
+            (to_prim(q), to_prim(k), to_prim(v), rope)
         })
     }
 

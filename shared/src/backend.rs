@@ -50,7 +50,7 @@ pub trait ModelBackend: Backend {
     /// q and k ([`split_qkv`]). `bf16`: the two matmuls take bf16 factors
     /// ([`causal_attention_bf16`]) and, under autodiff, q, k and v are kept in bf16.
     fn qkv_attention(qkv: Tensor<Self, 4>, rope: &Rope<Self>, bf16: bool) -> Tensor<Self, 4> {
-        let (q, k, v) = split_qkv(qkv, rope);
+        let (q, k, v) = Self::split_qkv_rope(qkv, rope);
         if bf16 {
             causal_attention_bf16(q, k, v)
         } else {
@@ -80,6 +80,31 @@ pub trait ModelBackend: Backend {
     fn softmax_backward(p: Tensor<Self, 4>, dp: Tensor<Self, 4>, scale: f64) -> Tensor<Self, 4> {
         let row = (p.clone() * dp.clone()).sum_dim(3);
         p * (dp - row) * scale
+    }
+
+    /// q and k (the rotary embedding applied) and v, `[b, h, T, d]` each, from the fused
+    /// projection `qkv: [b, h, T, 3·d]` (each head's q, k and v in turn), as tensors of their
+    /// own (not views of `qkv`).
+    fn split_qkv_rope(
+        qkv: Tensor<Self, 4>,
+        rope: &Rope<Self>,
+    ) -> (Tensor<Self, 4>, Tensor<Self, 4>, Tensor<Self, 4>) {
+        let (q, k, v) = split_qkv(qkv, rope);
+        (q, k, v * 1.0)
+    }
+
+    /// The adjoint of [`split_qkv_rope`](Self::split_qkv_rope): the gradient of `qkv` from
+    /// those of q, k and v (the rotary embedding's transpose on q's and k's).
+    fn split_qkv_rope_backward(
+        dq: Tensor<Self, 4>,
+        dk: Tensor<Self, 4>,
+        dv: Tensor<Self, 4>,
+        rope: &Rope<Self>,
+    ) -> Tensor<Self, 4> {
+        Tensor::cat(
+            vec![rope.apply_transpose(dq), rope.apply_transpose(dk), dv],
+            3,
+        )
     }
 
     /// `−Σ weights·log softmax(logits)[target]`, the sum over every position, for
@@ -261,6 +286,37 @@ where
 
     fn causal_softmax(scores: Tensor<Self, 4>, scale: f64) -> Tensor<Self, 4> {
         from_float(crate::kernels::causal_softmax(float(scores), scale))
+    }
+
+    fn split_qkv_rope(
+        qkv: Tensor<Self, 4>,
+        rope: &Rope<Self>,
+    ) -> (Tensor<Self, 4>, Tensor<Self, 4>, Tensor<Self, 4>) {
+        let (cos, sin) = rope.tables();
+        let [q, k, v] =
+            crate::kernels::split_qkv_rope(float(qkv), float(cos), float(sin), rope.ndims());
+        (from_float(q), from_float(k), from_float(v))
+    }
+
+    fn split_qkv_rope_backward(
+        dq: Tensor<Self, 4>,
+        dk: Tensor<Self, 4>,
+        dv: Tensor<Self, 4>,
+        rope: &Rope<Self>,
+    ) -> Tensor<Self, 4> {
+        let [b, h, t, d] = dq.dims();
+        // written in the projection's own order, [b, T, h, 3·d], and handed back as the
+        // [b, h, T, 3·d] view the forward pass took, so its reshape needs no copy
+        let out = Tensor::<Self, 4>::empty([b, t, h, 3 * d], &dq.device()).swap_dims(1, 2);
+        let (cos, sin) = rope.tables();
+        let parts = [float(dq), float(dk), float(dv)];
+        from_float(crate::kernels::split_qkv_rope_backward(
+            parts,
+            float(cos),
+            float(sin),
+            rope.ndims(),
+            float(out),
+        ))
     }
 
     fn softmax_backward(p: Tensor<Self, 4>, dp: Tensor<Self, 4>, scale: f64) -> Tensor<Self, 4> {

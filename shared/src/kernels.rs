@@ -1,5 +1,6 @@
-//! Fused CubeCL kernels (CUDA, wgpu, WebGPU) for attention's causal softmax, the loss, GELU and
-//! LayerNorm, forward and backward: the element-wise and row-wise work that burn 0.21 runs as
+//! Fused CubeCL kernels (CUDA, wgpu, WebGPU) for the split of the fused qkv projection with
+//! the rotary embedding, attention's causal softmax, the loss, GELU and LayerNorm, forward and
+//! backward: the element-wise and row-wise work that burn 0.21 runs as
 //! one kernel per operation (LayerNorm's forward pass alone is nine kernels and seven passes
 //! over the activations; the masked softmax of attention's scores a dozen; the loss keeps
 //! `[b, T, vocab]` temporaries). Here each is one
@@ -378,6 +379,103 @@ fn weighted_nll_backward_kernel<F: Float, I: Numeric>(
     }
 }
 
+/// One unit per element of q, k and v (`[b, h, T, d]`, contiguous) from the fused projection
+/// `qkv: [b, h, T, 3·d]` (any strides): `x·cos + rotate_half(x)·sin` for q and k, v copied.
+/// `rotate_half(x)` is `−x[j + ndims/2]` below `ndims/2`, `x[j − ndims/2]` up to `ndims`, 0
+/// beyond (where the tables hold cos 1 and sin 0).
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn split_qkv_rope_kernel<F: Float>(
+    qkv: &Tensor<F>,
+    cos: &Tensor<F>,
+    sin: &Tensor<F>,
+    q: &mut Tensor<F>,
+    k: &mut Tensor<F>,
+    v: &mut Tensor<F>,
+    ndims: u32,
+    #[define(F)] _dtype: StorageType,
+) {
+    let pos = ABSOLUTE_POS;
+    if pos >= q.len() {
+        terminate!();
+    }
+    let d = q.shape(3);
+    let tl = q.shape(2);
+    let hl = q.shape(1);
+    let j = pos % d;
+    let t = (pos / d) % tl;
+    let hh = (pos / (d * tl)) % hl;
+    let bb = pos / (d * tl * hl);
+    let base = bb * qkv.stride(0) + hh * qkv.stride(1) + t * qkv.stride(2);
+    let s3 = qkv.stride(3);
+    let nd = ndims as usize;
+    let half = nd / 2;
+    let mut rq = F::new(0.0);
+    let mut rk = F::new(0.0);
+    if j < half {
+        rq = -qkv[base + (j + half) * s3];
+        rk = -qkv[base + (d + j + half) * s3];
+    } else if j < nd {
+        rq = qkv[base + (j - half) * s3];
+        rk = qkv[base + (d + j - half) * s3];
+    }
+    let c = cos[t * d + j];
+    let sn = sin[t * d + j];
+    q[pos] = qkv[base + j * s3] * c + rq * sn;
+    k[pos] = qkv[base + (d + j) * s3] * c + rk * sn;
+    v[pos] = qkv[base + (2 * d + j) * s3];
+}
+
+/// The adjoint of [`split_qkv_rope_kernel`]: one unit per element of `dq`, `dk`, `dv`
+/// (contiguous), writing the three elements of `out: [b, h, T, 3·d]` (any strides) it feeds.
+/// `apply_transposed(g)` is `g·cos + g[j + ndims/2]·sin[j + ndims/2]` below `ndims/2`,
+/// `g·cos − g[j − ndims/2]·sin[j − ndims/2]` up to `ndims`, `g` beyond.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn split_qkv_rope_backward_kernel<F: Float>(
+    dq: &Tensor<F>,
+    dk: &Tensor<F>,
+    dv: &Tensor<F>,
+    cos: &Tensor<F>,
+    sin: &Tensor<F>,
+    out: &mut Tensor<F>,
+    ndims: u32,
+    #[define(F)] _dtype: StorageType,
+) {
+    let pos = ABSOLUTE_POS;
+    if pos >= dq.len() {
+        terminate!();
+    }
+    let d = dq.shape(3);
+    let tl = dq.shape(2);
+    let hl = dq.shape(1);
+    let j = pos % d;
+    let t = (pos / d) % tl;
+    let hh = (pos / (d * tl)) % hl;
+    let bb = pos / (d * tl * hl);
+    let base = bb * out.stride(0) + hh * out.stride(1) + t * out.stride(2);
+    let s3 = out.stride(3);
+    let nd = ndims as usize;
+    let half = nd / 2;
+    let row = pos - j;
+    let tab = t * d;
+    let c = cos[tab + j];
+    let mut gq = dq[pos] * c;
+    let mut gk = dk[pos] * c;
+    if j < half {
+        let sn = sin[tab + j + half];
+        gq += dq[row + j + half] * sn;
+        gk += dk[row + j + half] * sn;
+    } else if j < nd {
+        let sn = sin[tab + j - half];
+        gq -= dq[row + j - half] * sn;
+        gk -= dk[row + j - half] * sn;
+    }
+    out[base + j * s3] = gq;
+    out[base + (d + j) * s3] = gk;
+    out[base + (2 * d + j) * s3] = dv[pos];
+}
+
 fn empty_like<R: CubeRuntime>(t: &CubeTensor<R>, shape: Shape, dtype: DType) -> CubeTensor<R> {
     empty_device_dtype(t.client.clone(), t.device.clone(), shape, dtype)
 }
@@ -623,4 +721,85 @@ pub fn weighted_nll_backward<R: CubeRuntime>(
         dtypes,
     );
     d
+}
+
+/// The rotary tables in `like`'s dtype, contiguous.
+fn tables_like<R: CubeRuntime>(
+    cos: CubeTensor<R>,
+    sin: CubeTensor<R>,
+    like: &CubeTensor<R>,
+) -> (CubeTensor<R>, CubeTensor<R>) {
+    let (cos, sin) = (into_contiguous(cos), into_contiguous(sin));
+    if cos.dtype == like.dtype {
+        (cos, sin)
+    } else {
+        (cast(cos, like.dtype), cast(sin, like.dtype))
+    }
+}
+
+/// q and k (rotary embedding applied) and v, `[b, h, T, d]` each and contiguous, from the
+/// fused projection `qkv: [b, h, T, 3·d]` (read through its strides, no copy first) and the
+/// `[1, 1, T, d]` tables, in one pass.
+pub fn split_qkv_rope<R: CubeRuntime>(
+    qkv: CubeTensor<R>,
+    cos: CubeTensor<R>,
+    sin: CubeTensor<R>,
+    ndims: usize,
+) -> [CubeTensor<R>; 3] {
+    let (cos, sin) = tables_like(cos, sin, &qkv);
+    let dims = qkv.meta.shape().clone();
+    let shape = Shape::new([dims[0], dims[1], dims[2], dims[3] / 3]);
+    let [q, k, v] = [(); 3].map(|_| empty_like(&qkv, shape.clone(), qkv.dtype));
+    let (count, dim) = elemwise_launch(&q);
+    let dtype = qkv.dtype;
+    split_qkv_rope_kernel::launch::<R>(
+        &qkv.client.clone(),
+        count,
+        dim,
+        qkv.into_tensor_arg(),
+        cos.into_tensor_arg(),
+        sin.into_tensor_arg(),
+        q.clone().into_tensor_arg(),
+        k.clone().into_tensor_arg(),
+        v.clone().into_tensor_arg(),
+        ndims as u32,
+        dtype.into(),
+    );
+    [q, k, v]
+}
+
+/// The gradient of `qkv` from those of q, k and v, written into `out` (`[b, h, T, 3·d]`, any
+/// strides: the caller picks the layout) in one pass, and returned.
+pub fn split_qkv_rope_backward<R: CubeRuntime>(
+    [dq, dk, dv]: [CubeTensor<R>; 3],
+    cos: CubeTensor<R>,
+    sin: CubeTensor<R>,
+    ndims: usize,
+    out: CubeTensor<R>,
+) -> CubeTensor<R> {
+    let [dq, dk, dv] = [dq, dk, dv].map(into_contiguous);
+    let [dk, dv] = [dk, dv].map(|t| {
+        if t.dtype == dq.dtype {
+            t
+        } else {
+            cast(t, dq.dtype)
+        }
+    });
+    let (cos, sin) = tables_like(cos, sin, &dq);
+    let (count, dim) = elemwise_launch(&dq);
+    let dtype = dq.dtype;
+    split_qkv_rope_backward_kernel::launch::<R>(
+        &dq.client.clone(),
+        count,
+        dim,
+        dq.into_tensor_arg(),
+        dk.into_tensor_arg(),
+        dv.into_tensor_arg(),
+        cos.into_tensor_arg(),
+        sin.into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        ndims as u32,
+        dtype.into(),
+    );
+    out
 }

@@ -67,6 +67,16 @@ impl<B: Backend> Rope<B> {
         }
     }
 
+    /// The cos and sin tables, `[1, 1, T, head_dim]`.
+    pub fn tables(&self) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        (self.cos.clone(), self.sin.clone())
+    }
+
+    /// The rotary dims of each head (the first ones; the rest pass through).
+    pub fn ndims(&self) -> usize {
+        self.ndims
+    }
+
     /// `rotate_half(x)`: `[-x2, x1]` on the rotary dims, zeros on the rest. Two slices of `x`,
     /// not four: each slice costs a zero-filled tensor and a copy in the backward pass.
     fn rotate_half(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {

@@ -135,3 +135,31 @@ fn weighted_nll_and_its_gradient_match_the_formulas() {
         Flex::weighted_nll_backward(logits, t, w, g),
     );
 }
+
+/// The split of the fused projection with the rotary embedding (partial, as GPT-NeoX's; none;
+/// the whole head), read through the strides of the `[b, T, h, 3·d]` → `[b, h, T, 3·d]` view
+/// the model makes, and its adjoint.
+#[test]
+fn split_qkv_rope_and_its_adjoint_match_the_formulas() {
+    use shared::rope::Rope;
+    for ndims in [4, 0, 8] {
+        let (qkv, qkvg) = pair([2, 5, 3, 24], 13, 1.0);
+        let (qkv, qkvg) = (qkv.swap_dims(1, 2), qkvg.swap_dims(1, 2));
+        let rope = Rope::<Flex>::new(ndims, 8, 10000.0, 2, 5, &Default::default());
+        let ropeg = Rope::<G>::new(ndims, 8, 10000.0, 2, 5, &Default::default());
+        let (q, k, v) = Flex::split_qkv_rope(qkv, &rope);
+        let (qg, kg, vg) = G::split_qkv_rope(qkvg, &ropeg);
+        close(qg, q);
+        close(kg, k);
+        close(vg, v);
+        let (dq, dqg) = pair([2, 3, 5, 8], 14, 1.0);
+        let (dk, dkg) = pair([2, 3, 5, 8], 15, 1.0);
+        let (dv, dvg) = pair([2, 3, 5, 8], 16, 1.0);
+        let d = Flex::split_qkv_rope_backward(dq, dk, dv, &rope);
+        let dg = G::split_qkv_rope_backward(dqg, dkg, dvg, &ropeg);
+        // and the layout it is written in reshapes as the projection's gradient
+        let flat = |t: Tensor<Flex, 4>| t.swap_dims(1, 2).reshape([2, 5, 72]);
+        close(dg.clone().swap_dims(1, 2).reshape([2, 5, 72]), flat(d.clone()));
+        close(dg, d);
+    }
+}

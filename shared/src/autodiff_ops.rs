@@ -16,7 +16,7 @@ use burn::module::AutodiffModule;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{DType, FloatDType, Int, Tensor, TensorPrimitive};
 
-use crate::backend::{ModelBackend, causal_attention_bf16, causal_probs, matmul, split_qkv};
+use crate::backend::{ModelBackend, causal_attention_bf16, causal_probs, matmul};
 use crate::base_weight::Nf4Weight;
 use crate::rope::Rope;
 
@@ -244,6 +244,7 @@ impl<B: ModelBackend, C: CheckpointStrategy> ModelBackend for Autodiff<B, C> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::split_qkv;
     use burn::backend::Flex;
     use burn::tensor::{Distribution, Tolerance};
 

@@ -159,7 +159,10 @@ fn split_qkv_rope_and_its_adjoint_match_the_formulas() {
         let dg = G::split_qkv_rope_backward(dqg, dkg, dvg, &ropeg);
         // and the layout it is written in reshapes as the projection's gradient
         let flat = |t: Tensor<Flex, 4>| t.swap_dims(1, 2).reshape([2, 5, 72]);
-        close(dg.clone().swap_dims(1, 2).reshape([2, 5, 72]), flat(d.clone()));
+        close(
+            dg.clone().swap_dims(1, 2).reshape([2, 5, 72]),
+            flat(d.clone()),
+        );
         close(dg, d);
     }
 }

@@ -379,6 +379,25 @@ fn weighted_nll_backward_kernel<F: Float, I: Numeric>(
     }
 }
 
+/// For element `pos` of the contiguous `[b, h, T, d]` tensor `like`: its index `j` in the head,
+/// its position `t`, and the offset of the same `[b, h, t]` row in `strided` (`[b, h, T, ·]`,
+/// any strides).
+#[cube]
+fn head_coords<F: Float>(
+    pos: usize,
+    like: &Tensor<F>,
+    strided: &Tensor<F>,
+) -> (usize, usize, usize) {
+    let d = like.shape(3);
+    let tl = like.shape(2);
+    let hl = like.shape(1);
+    let t = (pos / d) % tl;
+    let hh = (pos / (d * tl)) % hl;
+    let bb = pos / (d * tl * hl);
+    let base = bb * strided.stride(0) + hh * strided.stride(1) + t * strided.stride(2);
+    (pos % d, t, base)
+}
+
 /// One unit per element of q, k and v (`[b, h, T, d]`, contiguous) from the fused projection
 /// `qkv: [b, h, T, 3·d]` (any strides): `x·cos + rotate_half(x)·sin` for q and k, v copied.
 /// `rotate_half(x)` is `−x[j + ndims/2]` below `ndims/2`, `x[j − ndims/2]` up to `ndims`, 0
@@ -400,13 +419,7 @@ fn split_qkv_rope_kernel<F: Float>(
         terminate!();
     }
     let d = q.shape(3);
-    let tl = q.shape(2);
-    let hl = q.shape(1);
-    let j = pos % d;
-    let t = (pos / d) % tl;
-    let hh = (pos / (d * tl)) % hl;
-    let bb = pos / (d * tl * hl);
-    let base = bb * qkv.stride(0) + hh * qkv.stride(1) + t * qkv.stride(2);
+    let (j, t, base) = head_coords::<F>(pos, q, qkv);
     let s3 = qkv.stride(3);
     let nd = ndims as usize;
     let half = nd / 2;
@@ -447,13 +460,7 @@ fn split_qkv_rope_backward_kernel<F: Float>(
         terminate!();
     }
     let d = dq.shape(3);
-    let tl = dq.shape(2);
-    let hl = dq.shape(1);
-    let j = pos % d;
-    let t = (pos / d) % tl;
-    let hh = (pos / (d * tl)) % hl;
-    let bb = pos / (d * tl * hl);
-    let base = bb * out.stride(0) + hh * out.stride(1) + t * out.stride(2);
+    let (j, t, base) = head_coords::<F>(pos, dq, out);
     let s3 = out.stride(3);
     let nd = ndims as usize;
     let half = nd / 2;

@@ -263,7 +263,7 @@ pub fn causal_probs<B: ModelBackend>(q: Tensor<B, 4>, k: Tensor<B, 4>, bf16: boo
 impl ModelBackend for burn::backend::Flex {}
 
 /// CubeCL (CUDA, wgpu, WebGPU): the causal softmax, the loss, GELU and LayerNorm run as the
-/// fused kernels of `kernels.rs`.
+/// fused kernels of `kernels/`.
 #[cfg(feature = "cubecl")]
 impl<R, F, I, BT> ModelBackend for burn_cubecl::CubeBackend<R, F, I, BT>
 where

@@ -1,0 +1,330 @@
+//! Attention's element-wise and row-wise work: the split of the fused qkv projection with
+//! the rotary embedding and its adjoint, and the causal softmax of the scores and its backward.
+
+use super::*;
+
+/// For element `pos` of the contiguous `[b, h, T, d]` tensor `like`: its index `j` in the head,
+/// its position `t`, and the offset of the same `[b, h, t]` row in `strided` (`[b, h, T, ·]`,
+/// any strides).
+#[cube]
+fn head_coords<F: Float>(
+    pos: usize,
+    like: &Tensor<F>,
+    strided: &Tensor<F>,
+) -> (usize, usize, usize) {
+    let d = like.shape(3);
+    let tl = like.shape(2);
+    let hl = like.shape(1);
+    let t = (pos / d) % tl;
+    let hh = (pos / (d * tl)) % hl;
+    let bb = pos / (d * tl * hl);
+    let base = bb * strided.stride(0) + hh * strided.stride(1) + t * strided.stride(2);
+    (pos % d, t, base)
+}
+
+/// One unit per element of q, k and v (`[b, h, T, d]`, contiguous) from the fused projection
+/// `qkv: [b, h, T, 3·d]` (any strides): `x·cos + rotate_half(x)·sin` for q and k, v copied.
+/// `rotate_half(x)` is `−x[j + ndims/2]` below `ndims/2`, `x[j − ndims/2]` up to `ndims`, 0
+/// beyond (where the tables hold cos 1 and sin 0).
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn split_qkv_rope_kernel<F: Float>(
+    qkv: &Tensor<F>,
+    cos: &Tensor<F>,
+    sin: &Tensor<F>,
+    q: &mut Tensor<F>,
+    k: &mut Tensor<F>,
+    v: &mut Tensor<F>,
+    ndims: u32,
+    #[define(F)] _dtype: StorageType,
+) {
+    let pos = ABSOLUTE_POS;
+    if pos >= q.len() {
+        terminate!();
+    }
+    let d = q.shape(3);
+    let (j, t, base) = head_coords::<F>(pos, q, qkv);
+    let s3 = qkv.stride(3);
+    let nd = ndims as usize;
+    let half = nd / 2;
+    let mut rq = F::new(0.0);
+    let mut rk = F::new(0.0);
+    if j < half {
+        rq = -qkv[base + (j + half) * s3];
+        rk = -qkv[base + (d + j + half) * s3];
+    } else if j < nd {
+        rq = qkv[base + (j - half) * s3];
+        rk = qkv[base + (d + j - half) * s3];
+    }
+    let c = cos[t * d + j];
+    let sn = sin[t * d + j];
+    q[pos] = qkv[base + j * s3] * c + rq * sn;
+    k[pos] = qkv[base + (d + j) * s3] * c + rk * sn;
+    v[pos] = qkv[base + (2 * d + j) * s3];
+}
+
+/// The adjoint of [`split_qkv_rope_kernel`]: one unit per element of `dq`, `dk`, `dv`
+/// (contiguous), writing the three elements of `out: [b, h, T, 3·d]` (any strides) it feeds.
+/// `apply_transposed(g)` is `g·cos + g[j + ndims/2]·sin[j + ndims/2]` below `ndims/2`,
+/// `g·cos − g[j − ndims/2]·sin[j − ndims/2]` up to `ndims`, `g` beyond.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn split_qkv_rope_backward_kernel<F: Float>(
+    dq: &Tensor<F>,
+    dk: &Tensor<F>,
+    dv: &Tensor<F>,
+    cos: &Tensor<F>,
+    sin: &Tensor<F>,
+    out: &mut Tensor<F>,
+    ndims: u32,
+    #[define(F)] _dtype: StorageType,
+) {
+    let pos = ABSOLUTE_POS;
+    if pos >= dq.len() {
+        terminate!();
+    }
+    let d = dq.shape(3);
+    let (j, t, base) = head_coords::<F>(pos, dq, out);
+    let s3 = out.stride(3);
+    let nd = ndims as usize;
+    let half = nd / 2;
+    let row = pos - j;
+    let tab = t * d;
+    let c = cos[tab + j];
+    let mut gq = dq[pos] * c;
+    let mut gk = dk[pos] * c;
+    if j < half {
+        let sn = sin[tab + j + half];
+        gq += dq[row + j + half] * sn;
+        gk += dk[row + j + half] * sn;
+    } else if j < nd {
+        let sn = sin[tab + j - half];
+        gq -= dq[row + j - half] * sn;
+        gk -= dk[row + j - half] * sn;
+    }
+    out[base + j * s3] = gq;
+    out[base + (d + j) * s3] = gk;
+    out[base + (2 * d + j) * s3] = dv[pos];
+}
+
+/// The rotary tables in `like`'s dtype, contiguous.
+fn tables_like<R: CubeRuntime>(
+    cos: CubeTensor<R>,
+    sin: CubeTensor<R>,
+    like: &CubeTensor<R>,
+) -> (CubeTensor<R>, CubeTensor<R>) {
+    let (cos, sin) = (into_contiguous(cos), into_contiguous(sin));
+    if cos.dtype == like.dtype {
+        (cos, sin)
+    } else {
+        (cast(cos, like.dtype), cast(sin, like.dtype))
+    }
+}
+
+/// q and k (rotary embedding applied) and v, `[b, h, T, d]` each and contiguous, from the
+/// fused projection `qkv: [b, h, T, 3·d]` (read through its strides, no copy first) and the
+/// `[1, 1, T, d]` tables, in one pass.
+pub fn split_qkv_rope<R: CubeRuntime>(
+    qkv: CubeTensor<R>,
+    cos: CubeTensor<R>,
+    sin: CubeTensor<R>,
+    ndims: usize,
+) -> [CubeTensor<R>; 3] {
+    let (cos, sin) = tables_like(cos, sin, &qkv);
+    let dims = qkv.meta.shape().clone();
+    let shape = Shape::new([dims[0], dims[1], dims[2], dims[3] / 3]);
+    let [q, k, v] = [(); 3].map(|_| empty_like(&qkv, shape.clone(), qkv.dtype));
+    let (count, dim) = elemwise_launch(&q);
+    let dtype = qkv.dtype;
+    split_qkv_rope_kernel::launch::<R>(
+        &qkv.client.clone(),
+        count,
+        dim,
+        qkv.into_tensor_arg(),
+        cos.into_tensor_arg(),
+        sin.into_tensor_arg(),
+        q.clone().into_tensor_arg(),
+        k.clone().into_tensor_arg(),
+        v.clone().into_tensor_arg(),
+        ndims as u32,
+        dtype.into(),
+    );
+    [q, k, v]
+}
+
+/// The gradient of `qkv` from those of q, k and v, written into `out` (`[b, h, T, 3·d]`, any
+/// strides: the caller picks the layout) in one pass, and returned.
+pub fn split_qkv_rope_backward<R: CubeRuntime>(
+    [dq, dk, dv]: [CubeTensor<R>; 3],
+    cos: CubeTensor<R>,
+    sin: CubeTensor<R>,
+    ndims: usize,
+    out: CubeTensor<R>,
+) -> CubeTensor<R> {
+    let [dq, dk, dv] = [dq, dk, dv].map(into_contiguous);
+    let [dk, dv] = [dk, dv].map(|t| {
+        if t.dtype == dq.dtype {
+            t
+        } else {
+            cast(t, dq.dtype)
+        }
+    });
+    let (cos, sin) = tables_like(cos, sin, &dq);
+    let (count, dim) = elemwise_launch(&dq);
+    let dtype = dq.dtype;
+    split_qkv_rope_backward_kernel::launch::<R>(
+        &dq.client.clone(),
+        count,
+        dim,
+        dq.into_tensor_arg(),
+        dk.into_tensor_arg(),
+        dv.into_tensor_arg(),
+        cos.into_tensor_arg(),
+        sin.into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        ndims as u32,
+        dtype.into(),
+    );
+    out
+}
+
+/// One cube per row of `len` scores: row `r` is query `r mod t`, which sees the first
+/// `len − t + r mod t + 1` keys; `p = softmax(s·scale)` over those, 0 beyond.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn causal_softmax_kernel<F: Float>(
+    s: &Tensor<F>,
+    p: &mut Tensor<F>,
+    rows: u32,
+    t: u32,
+    len: u32,
+    scale: f32,
+    #[comptime] units: u32,
+    #[define(F)] _dtype: StorageType,
+) {
+    let row = CUBE_POS;
+    if row >= rows as usize {
+        terminate!();
+    }
+    let len = len as usize;
+    let t = t as usize;
+    let step = units as usize;
+    let base = row * len;
+    let visible = len - t + row % t + 1;
+    let sc = F::cast_from(scale);
+    let mut buf = SharedMemory::<F>::new(units as usize);
+    let mut m = F::new(f32::MIN);
+    let mut i = UNIT_POS as usize;
+    while i < visible {
+        m = F::max(m, s[base + i] * sc);
+        i += step;
+    }
+    let mx = cube_reduce::<F>(m, &mut buf, true);
+    let mut acc = F::new(0.0);
+    let mut j = UNIT_POS as usize;
+    while j < visible {
+        acc += F::exp(s[base + j] * sc - mx);
+        j += step;
+    }
+    let inv = F::recip(cube_sum::<F>(acc, &mut buf));
+    let mut k = UNIT_POS as usize;
+    while k < len {
+        if k < visible {
+            p[base + k] = F::exp(s[base + k] * sc - mx) * inv;
+        } else {
+            p[base + k] = F::new(0.0);
+        }
+        k += step;
+    }
+}
+
+/// One cube per row: `ds = p·(dp − Σ p·dp)·scale`.
+#[cube(launch)]
+fn softmax_backward_kernel<F: Float>(
+    p: &Tensor<F>,
+    dp: &Tensor<F>,
+    ds: &mut Tensor<F>,
+    rows: u32,
+    len: u32,
+    scale: f32,
+    #[comptime] units: u32,
+    #[define(F)] _dtype: StorageType,
+) {
+    let row = CUBE_POS;
+    if row >= rows as usize {
+        terminate!();
+    }
+    let len = len as usize;
+    let step = units as usize;
+    let base = row * len;
+    let mut buf = SharedMemory::<F>::new(units as usize);
+    let mut acc = F::new(0.0);
+    let mut i = UNIT_POS as usize;
+    while i < len {
+        acc += p[base + i] * dp[base + i];
+        i += step;
+    }
+    let dot = cube_sum::<F>(acc, &mut buf);
+    let sc = F::cast_from(scale);
+    let mut j = UNIT_POS as usize;
+    while j < len {
+        ds[base + j] = p[base + j] * (dp[base + j] - dot) * sc;
+        j += step;
+    }
+}
+
+/// `softmax(scores·scale + causal mask)` over the last dimension of `scores: [b, h, T, S]`
+/// (query `i` sees keys `0..=S − T + i`), one cube per row.
+pub fn causal_softmax<R: CubeRuntime>(scores: CubeTensor<R>, scale: f64) -> CubeTensor<R> {
+    let s = into_contiguous(scores);
+    let t = s.meta.shape()[2];
+    let p = empty_like(&s, s.meta.shape().clone(), s.dtype);
+    let (rows, len, count, dim, units) = row_launch(&s);
+    let dtype = s.dtype;
+    causal_softmax_kernel::launch::<R>(
+        &s.client.clone(),
+        count,
+        dim,
+        s.into_tensor_arg(),
+        p.clone().into_tensor_arg(),
+        rows as u32,
+        t as u32,
+        len as u32,
+        scale as f32,
+        units,
+        dtype.into(),
+    );
+    p
+}
+
+/// The scores' gradient from the softmax output `p` and its gradient `dp` (same shape):
+/// `p·(dp − rowsum(p·dp))·scale`, one cube per row.
+pub fn softmax_backward<R: CubeRuntime>(
+    p: CubeTensor<R>,
+    dp: CubeTensor<R>,
+    scale: f64,
+) -> CubeTensor<R> {
+    let (p, dp) = (into_contiguous(p), into_contiguous(dp));
+    let dp = if dp.dtype == p.dtype {
+        dp
+    } else {
+        cast(dp, p.dtype)
+    };
+    let ds = empty_like(&p, p.meta.shape().clone(), p.dtype);
+    let (rows, len, count, dim, units) = row_launch(&p);
+    let dtype = p.dtype;
+    softmax_backward_kernel::launch::<R>(
+        &p.client.clone(),
+        count,
+        dim,
+        p.into_tensor_arg(),
+        dp.into_tensor_arg(),
+        ds.clone().into_tensor_arg(),
+        rows as u32,
+        len as u32,
+        scale as f32,
+        units,
+        dtype.into(),
+    );
+    ds
+}

@@ -14,19 +14,13 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::module::AutodiffModule;
 use burn::tensor::ops::{FloatTensor, IntTensor};
-use burn::tensor::{DType, FloatDType, Int, Tensor, TensorPrimitive};
+use burn::tensor::{DType, FloatDType, Int, Tensor};
 
-use crate::backend::{ModelBackend, causal_attention_bf16, causal_probs, matmul};
+use crate::backend::{
+    ModelBackend, causal_attention_bf16, causal_probs, from_prim, matmul, to_prim,
+};
 use crate::base_weight::Nf4Weight;
 use crate::rope::Rope;
-
-fn from_prim<B: ModelBackend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
-    Tensor::from_primitive(TensorPrimitive::Float(t))
-}
-
-fn to_prim<B: ModelBackend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {
-    t.into_primitive().tensor()
-}
 
 /// What a node keeps for backward: `t`, or a bf16 copy with `bf16` (`--dtype bf16`).
 fn stash<B: ModelBackend, const D: usize>(t: Tensor<B, D>, bf16: bool) -> FloatTensor<B> {
@@ -172,16 +166,16 @@ impl<B: ModelBackend, C: CheckpointStrategy> ModelBackend for Autodiff<B, C> {
         let qkv = to_prim(qkv);
         let rope = rope.inner();
         let (q, k, v) = B::split_qkv_rope(from_prim::<B, 4>(qkv.primitive.clone()), &rope);
-        if bf16 {
+        let (q, k, v, y) = if bf16 {
             // cast once: the forward matmuls and the state share the bf16 copies
             let bf = FloatDType::BF16;
             let (q, k, v) = (q.cast(bf), k.cast(bf), v.cast(bf));
             let y = causal_attention_bf16(q.clone(), k.clone(), v.clone());
-            return record(QkvAttention, [&qkv], y, || {
-                (to_prim(q), to_prim(k), to_prim(v), rope)
-            });
-        }
-        let y = B::causal_attention(q.clone(), k.clone(), v.clone());
+            (q, k, v, y)
+        } else {
+            let y = B::causal_attention(q.clone(), k.clone(), v.clone());
+            (q, k, v, y)
+        };
         record(QkvAttention, [&qkv], y, || {
             (to_prim(q), to_prim(k), to_prim(v), rope)
         })
@@ -246,6 +240,7 @@ mod tests {
     use super::*;
     use crate::backend::split_qkv;
     use burn::backend::Flex;
+    use burn::tensor::TensorPrimitive;
     use burn::tensor::{Distribution, Tolerance};
 
     type AD = Autodiff<Flex>;

@@ -21,7 +21,7 @@
 
 use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::ops::{AttentionModuleOptions, ModuleOps};
+use burn::tensor::ops::{AttentionModuleOptions, FloatTensor, ModuleOps};
 use burn::tensor::{Bool, FloatDType, IndexingUpdateOp, Int, Tensor, TensorPrimitive};
 
 use crate::base_weight::Nf4Weight;
@@ -160,12 +160,12 @@ pub trait ModelBackend: Backend {
     ) -> Tensor<Self, D> {
         let _ = bf16_stash;
         let y = <Self as ModuleOps<Self>>::layer_norm(
-            x.into_primitive().tensor(),
-            gamma.into_primitive().tensor(),
-            Some(beta.into_primitive().tensor()),
+            to_prim(x),
+            to_prim(gamma),
+            Some(to_prim(beta)),
             epsilon,
         );
-        Tensor::from_primitive(TensorPrimitive::Float(y))
+        from_prim(y)
     }
 
     /// The gradients of [`layernorm`](Self::layernorm) for the output gradient `g`: the
@@ -262,8 +262,8 @@ pub fn causal_probs<B: ModelBackend>(q: Tensor<B, 4>, k: Tensor<B, 4>, bf16: boo
 
 impl ModelBackend for burn::backend::Flex {}
 
-/// CubeCL (CUDA, wgpu, WebGPU): the causal softmax, the loss, GELU and LayerNorm run as the
-/// fused kernels of `kernels/`.
+/// CubeCL (CUDA, wgpu, WebGPU): the qkv split with the rotary embedding, the causal softmax,
+/// the loss, GELU and LayerNorm run as the fused kernels of `kernels/`.
 #[cfg(feature = "cubecl")]
 impl<R, F, I, BT> ModelBackend for burn_cubecl::CubeBackend<R, F, I, BT>
 where
@@ -285,7 +285,7 @@ where
     }
 
     fn causal_softmax(scores: Tensor<Self, 4>, scale: f64) -> Tensor<Self, 4> {
-        from_float(crate::kernels::causal_softmax(float(scores), scale))
+        from_prim(crate::kernels::causal_softmax(to_prim(scores), scale))
     }
 
     fn split_qkv_rope(
@@ -294,8 +294,8 @@ where
     ) -> (Tensor<Self, 4>, Tensor<Self, 4>, Tensor<Self, 4>) {
         let (cos, sin) = rope.tables();
         let [q, k, v] =
-            crate::kernels::split_qkv_rope(float(qkv), float(cos), float(sin), rope.ndims());
-        (from_float(q), from_float(k), from_float(v))
+            crate::kernels::split_qkv_rope(to_prim(qkv), to_prim(cos), to_prim(sin), rope.ndims());
+        (from_prim(q), from_prim(k), from_prim(v))
     }
 
     fn split_qkv_rope_backward(
@@ -309,18 +309,22 @@ where
         // [b, h, T, 3·d] view the forward pass took, so its reshape needs no copy
         let out = Tensor::<Self, 4>::empty([b, t, h, 3 * d], &dq.device()).swap_dims(1, 2);
         let (cos, sin) = rope.tables();
-        let parts = [float(dq), float(dk), float(dv)];
-        from_float(crate::kernels::split_qkv_rope_backward(
+        let parts = [to_prim(dq), to_prim(dk), to_prim(dv)];
+        from_prim(crate::kernels::split_qkv_rope_backward(
             parts,
-            float(cos),
-            float(sin),
+            to_prim(cos),
+            to_prim(sin),
             rope.ndims(),
-            float(out),
+            to_prim(out),
         ))
     }
 
     fn softmax_backward(p: Tensor<Self, 4>, dp: Tensor<Self, 4>, scale: f64) -> Tensor<Self, 4> {
-        from_float(crate::kernels::softmax_backward(float(p), float(dp), scale))
+        from_prim(crate::kernels::softmax_backward(
+            to_prim(p),
+            to_prim(dp),
+            scale,
+        ))
     }
 
     fn weighted_nll(
@@ -329,11 +333,11 @@ where
         weights: Tensor<Self, 3>,
     ) -> Tensor<Self, 1> {
         let rows = crate::kernels::weighted_nll_rows(
-            float(logits),
+            to_prim(logits),
             targets.into_primitive(),
-            float(weights),
+            to_prim(weights),
         );
-        from_float::<Self, 1>(rows).sum()
+        from_prim::<Self, 1>(rows).sum()
     }
 
     fn weighted_nll_backward(
@@ -343,22 +347,22 @@ where
         g: Tensor<Self, 1>,
     ) -> Tensor<Self, 3> {
         let coef = weights * g.reshape([1, 1, 1]);
-        from_float(crate::kernels::weighted_nll_backward(
-            float(logits),
+        from_prim(crate::kernels::weighted_nll_backward(
+            to_prim(logits),
             targets.into_primitive(),
-            float(coef),
+            to_prim(coef),
         ))
     }
 
     fn gelu_erf<const D: usize>(x: Tensor<Self, D>, _bf16_stash: bool) -> Tensor<Self, D> {
-        from_float(crate::kernels::gelu(float(x)))
+        from_prim(crate::kernels::gelu(to_prim(x)))
     }
 
     fn gelu_erf_backward<const D: usize>(
         x: Tensor<Self, D>,
         g: Tensor<Self, D>,
     ) -> Tensor<Self, D> {
-        from_float(crate::kernels::gelu_backward(float(x), float(g)))
+        from_prim(crate::kernels::gelu_backward(to_prim(x), to_prim(g)))
     }
 
     fn layernorm<const D: usize>(
@@ -368,10 +372,10 @@ where
         epsilon: f64,
         _bf16_stash: bool,
     ) -> Tensor<Self, D> {
-        from_float(crate::kernels::layernorm(
-            float(x),
-            float(gamma),
-            float(beta),
+        from_prim(crate::kernels::layernorm(
+            to_prim(x),
+            to_prim(gamma),
+            to_prim(beta),
             epsilon,
         ))
     }
@@ -384,24 +388,24 @@ where
         affine: bool,
     ) -> LayerNormGrads<Self, D> {
         let (dx, gx) = crate::kernels::layernorm_backward(
-            float(x),
-            float(gamma),
-            float(g.clone()),
+            to_prim(x),
+            to_prim(gamma),
+            to_prim(g.clone()),
             epsilon,
             affine,
         );
-        let affine = gx.map(|gx| (per_feature(from_float::<Self, D>(gx)), per_feature(g)));
-        (from_float(dx), affine)
+        let affine = gx.map(|gx| (per_feature(from_prim::<Self, D>(gx)), per_feature(g)));
+        (from_prim(dx), affine)
     }
 }
 
-#[cfg(feature = "cubecl")]
-fn float<B: Backend, const D: usize>(t: Tensor<B, D>) -> burn::tensor::ops::FloatTensor<B> {
+/// A float tensor's primitive, for the backend's own ops and kernels.
+pub(crate) fn to_prim<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {
     t.into_primitive().tensor()
 }
 
-#[cfg(feature = "cubecl")]
-fn from_float<B: Backend, const D: usize>(t: burn::tensor::ops::FloatTensor<B>) -> Tensor<B, D> {
+/// A float primitive back as a tensor.
+pub(crate) fn from_prim<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(t))
 }
 

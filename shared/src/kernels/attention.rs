@@ -107,20 +107,6 @@ fn split_qkv_rope_backward_kernel<F: Float>(
     out[base + (2 * d + j) * s3] = dv[pos];
 }
 
-/// The rotary tables in `like`'s dtype, contiguous.
-fn tables_like<R: CubeRuntime>(
-    cos: CubeTensor<R>,
-    sin: CubeTensor<R>,
-    like: &CubeTensor<R>,
-) -> (CubeTensor<R>, CubeTensor<R>) {
-    let (cos, sin) = (into_contiguous(cos), into_contiguous(sin));
-    if cos.dtype == like.dtype {
-        (cos, sin)
-    } else {
-        (cast(cos, like.dtype), cast(sin, like.dtype))
-    }
-}
-
 /// q and k (rotary embedding applied) and v, `[b, h, T, d]` each and contiguous, from the
 /// fused projection `qkv: [b, h, T, 3·d]` (read through its strides, no copy first) and the
 /// `[1, 1, T, d]` tables, in one pass.
@@ -130,7 +116,7 @@ pub fn split_qkv_rope<R: CubeRuntime>(
     sin: CubeTensor<R>,
     ndims: usize,
 ) -> [CubeTensor<R>; 3] {
-    let (cos, sin) = tables_like(cos, sin, &qkv);
+    let (cos, sin) = (contiguous_like(cos, &qkv), contiguous_like(sin, &qkv));
     let dims = qkv.meta.shape().clone();
     let shape = Shape::new([dims[0], dims[1], dims[2], dims[3] / 3]);
     let [q, k, v] = [(); 3].map(|_| empty_like(&qkv, shape.clone(), qkv.dtype));
@@ -161,15 +147,8 @@ pub fn split_qkv_rope_backward<R: CubeRuntime>(
     ndims: usize,
     out: CubeTensor<R>,
 ) -> CubeTensor<R> {
-    let [dq, dk, dv] = [dq, dk, dv].map(into_contiguous);
-    let [dk, dv] = [dk, dv].map(|t| {
-        if t.dtype == dq.dtype {
-            t
-        } else {
-            cast(t, dq.dtype)
-        }
-    });
-    let (cos, sin) = tables_like(cos, sin, &dq);
+    let dq = into_contiguous(dq);
+    let [dk, dv, cos, sin] = [dk, dv, cos, sin].map(|t| contiguous_like(t, &dq));
     let (count, dim) = elemwise_launch(&dq);
     let dtype = dq.dtype;
     split_qkv_rope_backward_kernel::launch::<R>(
@@ -189,7 +168,7 @@ pub fn split_qkv_rope_backward<R: CubeRuntime>(
 }
 
 /// One cube per row of `len` scores: row `r` is query `r mod t`, which sees the first
-/// `len − t + r mod t + 1` keys; `p = softmax(s·scale)` over those, 0 beyond.
+/// `len − t + r mod t + 1` keys; `p = exp(s·scale − log Σ exp(s·scale))` over those, 0 beyond.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn causal_softmax_kernel<F: Float>(
@@ -213,24 +192,11 @@ fn causal_softmax_kernel<F: Float>(
     let visible = len - t + row % t + 1;
     let sc = F::cast_from(scale);
     let mut buf = SharedMemory::<F>::new(units as usize);
-    let mut m = F::new(f32::MIN);
-    let mut i = UNIT_POS as usize;
-    while i < visible {
-        m = F::max(m, s[base + i] * sc);
-        i += step;
-    }
-    let mx = cube_reduce::<F>(m, &mut buf, true);
-    let mut acc = F::new(0.0);
-    let mut j = UNIT_POS as usize;
-    while j < visible {
-        acc += F::exp(s[base + j] * sc - mx);
-        j += step;
-    }
-    let inv = F::recip(cube_sum::<F>(acc, &mut buf));
+    let lse = row_logsumexp::<F>(s, base, visible, sc, &mut buf, units);
     let mut k = UNIT_POS as usize;
     while k < len {
         if k < visible {
-            p[base + k] = F::exp(s[base + k] * sc - mx) * inv;
+            p[base + k] = F::exp(s[base + k] * sc - lse);
         } else {
             p[base + k] = F::new(0.0);
         }
@@ -304,12 +270,8 @@ pub fn softmax_backward<R: CubeRuntime>(
     dp: CubeTensor<R>,
     scale: f64,
 ) -> CubeTensor<R> {
-    let (p, dp) = (into_contiguous(p), into_contiguous(dp));
-    let dp = if dp.dtype == p.dtype {
-        dp
-    } else {
-        cast(dp, p.dtype)
-    };
+    let p = into_contiguous(p);
+    let dp = contiguous_like(dp, &p);
     let ds = empty_like(&p, p.meta.shape().clone(), p.dtype);
     let (rows, len, count, dim, units) = row_launch(&p);
     let dtype = p.dtype;

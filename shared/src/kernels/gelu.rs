@@ -50,7 +50,7 @@ pub fn gelu<R: CubeRuntime>(x: CubeTensor<R>) -> CubeTensor<R> {
 /// GELU's input gradient for the output gradient `g`, in `g`'s dtype (`x` may be bf16).
 pub fn gelu_backward<R: CubeRuntime>(x: CubeTensor<R>, g: CubeTensor<R>) -> CubeTensor<R> {
     let g = into_contiguous(g);
-    let x = like_grad(x, &g);
+    let x = contiguous_like(x, &g);
     let dx = empty_like(&g, g.meta.shape().clone(), g.dtype);
     let (count, dim) = elemwise_launch(&g);
     let dtype = g.dtype;

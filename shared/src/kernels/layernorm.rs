@@ -155,7 +155,7 @@ pub fn layernorm_backward<R: CubeRuntime>(
     affine: bool,
 ) -> (CubeTensor<R>, Option<CubeTensor<R>>) {
     let (gamma, g) = (into_contiguous(gamma), into_contiguous(g));
-    let x = like_grad(x, &g);
+    let x = contiguous_like(x, &g);
     let shape = g.meta.shape().clone();
     let dx = empty_like(&g, shape.clone(), g.dtype);
     // without `affine` the kernel never writes `gx`: a one-element placeholder

@@ -1,32 +1,6 @@
-//! The weighted negative log-likelihood of the logits and its gradient: one cube per row, the
-//! log-sum-exp in one pass (the online softmax).
+//! The weighted negative log-likelihood of the logits and its gradient: one cube per row.
 
 use super::*;
-
-/// `log Σ exp` of row `base..base + n`, each unit keeping a running maximum and a sum scaled
-/// to it (one pass, the online softmax), then the units' pairs combined.
-#[cube]
-fn row_logsumexp<F: Float>(
-    x: &Tensor<F>,
-    base: usize,
-    n: usize,
-    buf: &mut SharedMemory<F>,
-    #[comptime] units: u32,
-) -> F {
-    let mut m = F::new(f32::MIN);
-    let mut acc = F::new(0.0);
-    let mut i = UNIT_POS as usize;
-    while i < n {
-        let v = x[base + i];
-        let next = F::max(m, v);
-        acc = acc * F::exp(m - next) + F::exp(v - next);
-        m = next;
-        i += units as usize;
-    }
-    let top = cube_reduce::<F>(m, buf, true);
-    let total = cube_sum::<F>(acc * F::exp(m - top), buf);
-    top + F::ln(total)
-}
 
 /// One cube per row of `v` logits: `out = weight·(log Σ exp − logit[target])`, 0 for a row of
 /// weight 0 (its logits are not read).
@@ -55,7 +29,7 @@ fn weighted_nll_kernel<F: Float, I: Numeric>(
     let v = v as usize;
     let base = row * v;
     let mut buf = SharedMemory::<F>::new(units as usize);
-    let lse = row_logsumexp::<F>(logits, base, v, &mut buf, units);
+    let lse = row_logsumexp::<F>(logits, base, v, F::new(1.0), &mut buf, units);
     if UNIT_POS == 0 {
         let t = u32::cast_from(targets[row]) as usize;
         out[row] = w * (lse - logits[base + t]);
@@ -91,7 +65,7 @@ fn weighted_nll_backward_kernel<F: Float, I: Numeric>(
         terminate!();
     }
     let mut buf = SharedMemory::<F>::new(units as usize);
-    let lse = row_logsumexp::<F>(logits, base, v, &mut buf, units);
+    let lse = row_logsumexp::<F>(logits, base, v, F::new(1.0), &mut buf, units);
     let t = u32::cast_from(targets[row]) as usize;
     while i < v {
         let mut y = F::exp(logits[base + i] - lse) * c;

@@ -5,7 +5,8 @@
 //! kernel per operation (LayerNorm's forward pass alone is nine kernels and seven passes over
 //! the activations; the masked softmax of attention's scores a dozen; the loss keeps
 //! `[b, T, vocab]` temporaries). Here each is one kernel: one pass for the element-wise ones,
-//! one cube per row for the others, with the row reductions in shared memory, as llm.c's
+//! one cube per row for the others, with the row reductions in shared memory (and a row's
+//! log-sum-exp in one pass, the online softmax), as llm.c's
 //! kernels do.
 //!
 //! Inputs are made contiguous first, and a saved input kept in bf16 (`--dtype bf16`) is cast
@@ -67,6 +68,32 @@ fn cube_sum<F: Float>(v: F, buf: &mut SharedMemory<F>) -> F {
     cube_reduce::<F>(v, buf, false)
 }
 
+/// `log Σ exp(x·scale)` over row `base..base + n`, each unit keeping a running maximum and a
+/// sum scaled to it (one pass, the online softmax), then the units' pairs combined.
+#[cube]
+fn row_logsumexp<F: Float>(
+    x: &Tensor<F>,
+    base: usize,
+    n: usize,
+    scale: F,
+    buf: &mut SharedMemory<F>,
+    #[comptime] units: u32,
+) -> F {
+    let mut m = F::new(f32::MIN);
+    let mut acc = F::new(0.0);
+    let mut i = UNIT_POS as usize;
+    while i < n {
+        let v = x[base + i] * scale;
+        let next = F::max(m, v);
+        acc = acc * F::exp(m - next) + F::exp(v - next);
+        m = next;
+        i += units as usize;
+    }
+    let top = cube_reduce::<F>(m, buf, true);
+    let total = cube_sum::<F>(acc * F::exp(m - top), buf);
+    top + F::ln(total)
+}
+
 fn empty_like<R: CubeRuntime>(t: &CubeTensor<R>, shape: Shape, dtype: DType) -> CubeTensor<R> {
     empty_device_dtype(t.client.clone(), t.device.clone(), shape, dtype)
 }
@@ -88,12 +115,13 @@ fn row_launch<R: CubeRuntime>(t: &CubeTensor<R>) -> (usize, usize, CubeCount, Cu
     (rows, n, count, CubeDim::new_1d(units), units)
 }
 
-/// `x` in `g`'s dtype, contiguous.
-fn like_grad<R: CubeRuntime>(x: CubeTensor<R>, g: &CubeTensor<R>) -> CubeTensor<R> {
+/// `x` contiguous and in `like`'s dtype (a saved bf16 input for an f32 gradient, tables for
+/// the activations).
+fn contiguous_like<R: CubeRuntime>(x: CubeTensor<R>, like: &CubeTensor<R>) -> CubeTensor<R> {
     let x = into_contiguous(x);
-    if x.dtype == g.dtype {
+    if x.dtype == like.dtype {
         x
     } else {
-        cast(x, g.dtype)
+        cast(x, like.dtype)
     }
 }

@@ -4,14 +4,18 @@
 # by a deadline (each step's timeout is cut to what is left; late optional steps are skipped).
 #   - HF + PEFT first (torch_gpu_baseline.py --quick): its tokens/s, peak memory, bf16 matmul,
 #     generate: the peer every ratio needs;
+#   - our matmuls on cuBLAS (libcublas found by gpu_env.sh) against burn's CubeCL matmul, in
+#     every layout of the step (`bench-matmul --check`): the largest relative difference;
 #   - LoRA r8 on query_key_value, polyglot-ko-1.3b shape (random init), batch 8 x 512:
-#     tokens/s and peak memory (nvidia-smi, polled), ours in bf16 (base matmuls), plain, with
-#     --grad-checkpointing, and built with burn's kernel fusion (.gpu/fusion, when carried); time from process start to the first finished step (fresh kernel cache);
+#     tokens/s, peak memory (nvidia-smi, polled) and the first losses, ours in bf16 (base and
+#     attention matmuls) on cuBLAS, the same on CubeCL (LAW_POLYGLOT_MATMUL=cubecl: the losses
+#     must agree), with --grad-checkpointing, and built with burn's kernel fusion (.gpu/fusion,
+#     when carried; CubeCL matmuls); time from process start to the first finished step;
+#   - matmul TFLOP/s at 8192^3: cuBLAS (f32, bf16) and CubeCL (bf16);
 #   - where a step's time goes: a CubeCL kernel profile of one bf16 step (4 of the 24 layers,
-#     same widths), plain and fused, summarised by bench/kernel_profile.py;
-#   - matmul TFLOP/s of burn-cuda (f32, bf16) and of each CubeCL matmul routine at the step's
-#     shapes (`bench-matmul --probe`): how much a fixed routine choice would gain over `Auto`;
-#   - greedy decode tokens/s on burn-cuda and burn-wgpu.
+#     same widths; cuBLAS's kernels are not in it), plain and fused, by bench/kernel_profile.py;
+#   - greedy decode tokens/s on burn-cuda and burn-wgpu;
+#   - if time is left, each CubeCL matmul routine at the step's shapes (`bench-matmul --probe`).
 # Build here (bench/README.md): release builds of `trainer`, stripped and gzipped, one per
 # folder: .gpu/plain/trainer.gz (--features cuda,wgpu), .gpu/fusion/trainer.gz (cuda,wgpu,fusion).
 # Run: `bash bench/gpu_bench.sh` with carry [".gpu/plain", ".gpu/fusion"], timeout_s 540 (the
@@ -36,28 +40,36 @@ profile() { # name binary: one profiled bf16 step, 4 layers (3 warm-up + 2 steps
 
 t=$(cap 150); [ "$t" -gt 0 ] && peak "$W/torch.peak" timeout "$t" python3 bench/torch_gpu_baseline.py "$W/torch" --quick \
   > "$W/torch.jsonl" 2> "$W/torch.err"
+t=$(cap 40); [ "$t" -gt 0 ] && timeout "$t" "$T" bench-matmul --device "$DEV" --check > "$W/check.jsonl" 2> "$W/check.err"
+cat "$W/check.jsonl" "$W/check.err" 2>/dev/null | head -12
 run_train bf16 "$T" 75 --layers "$LAYERS" --steps 5 --dtype "$DTYPE"
-run_train fusion "$TF" 90 --layers "$LAYERS" --steps 5 --dtype "$DTYPE"
-run_train ckpt "$T" 75 --layers "$LAYERS" --steps 5 --dtype "$DTYPE" --grad-checkpointing
-profile plain "$T"
-profile fusion "$TF"
+export LAW_POLYGLOT_MATMUL=cubecl
+run_train cubecl "$T" 75 --layers "$LAYERS" --steps 3 --dtype "$DTYPE"
+t=$(cap 20); [ "$t" -gt 0 ] && timeout "$t" "$T" bench-matmul --device "$DEV" --size 8192 --reps 10 --dtype bf16 > "$W/matmul-cubecl-bf16.json" 2>&1
+unset LAW_POLYGLOT_MATMUL
 for d in f32 bf16; do
   t=$(cap 20); [ "$t" -gt 0 ] && timeout "$t" "$T" bench-matmul --device "$DEV" --size 8192 --reps 10 --dtype $d > "$W/matmul-$d.json" 2>&1
 done
-# Every CubeCL matmul routine at the 1.3B qkv and MLP-out shapes, bf16 (one JSON line each).
-t=$(cap 100 30); [ "$t" -gt 0 ] && timeout "$t" "$T" bench-matmul --device "$DEV" --probe --dtypes "$DTYPE" \
-  --shapes ${PROBE_SHAPES:-4096x2048x6144,4096x8192x2048} --reps 10 > "$W/probe.jsonl" 2> "$W/probe.err"
+run_train ckpt "$T" 75 --layers "$LAYERS" --steps 5 --dtype "$DTYPE" --grad-checkpointing
+profile plain "$T"
 for dev in cuda wgpu; do
   t=$(cap 30); [ "$t" -gt 0 ] && timeout "$t" "$T" bench-forward --device $dev --config bench/polyglot-ko-1.3b.config.json \
     --prompt-len 128 --decode-steps 64 --reps 2 > "$W/decode-$dev.json" 2>&1
 done
+run_train fusion "$TF" 90 --layers "$LAYERS" --steps 5 --dtype "$DTYPE"
+profile fusion "$TF"
+# Every CubeCL matmul routine at the 1.3B qkv and MLP-out shapes, bf16 (one JSON line each).
+t=$(cap 100 30); [ "$t" -gt 0 ] && timeout "$t" "$T" bench-matmul --device "$DEV" --probe --dtypes "$DTYPE" \
+  --shapes ${PROBE_SHAPES:-4096x2048x6144,4096x8192x2048} --reps 10 > "$W/probe.jsonl" 2> "$W/probe.err"
 rm -f cubecl.toml
 
 tj() { grep -h "$1" "$W/torch.jsonl" 2>/dev/null | grep -o "\"$2\": [0-9.e+-]*" | head -1 | cut -d' ' -f2; }
 theirs=$(tj "hf+peft" tokens_per_s)
 ratio() { awk -v a="$1" -v b="$theirs" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 ours=$(j "$W/train-bf16.json" tokens_per_s); fused=$(j "$W/train-fusion.json" tokens_per_s)
-ckpt=$(j "$W/train-ckpt.json" tokens_per_s)
+ckpt=$(j "$W/train-ckpt.json" tokens_per_s); cube=$(j "$W/train-cubecl.json" tokens_per_s)
+losses() { grep -o '"losses":\[[^]]*' "$1" 2>/dev/null | cut -d[ -f2 | cut -d, -f1-3; }
+worst=$(grep -o '"rel_err":[0-9.e+-]*' "$W/check.jsonl" 2>/dev/null | cut -d: -f2 | sort -g | tail -1)
 if [ -s "$W/probe.jsonl" ]; then
   echo; echo "matmul routines ($DTYPE), best first per shape (Auto is what burn runs without autotune):"
   python3 - "$W/probe.jsonl" <<'PY'
@@ -75,9 +87,11 @@ echo
 echo "card: $GPU (budget: under 8 minutes; $SECONDS s used)"
 echo "| measure | law-polyglot | HF + PEFT (torch, bf16) |"
 echo "|---|---|---|"
-echo "| LoRA r8 qkv step, 1.3b shape, 8 x 512, tokens/s | bf16: $ours ($(ratio "$ours")x), fused bf16: $fused ($(ratio "$fused")x), bf16 + checkpointing: $ckpt ($(ratio "$ckpt")x) | $theirs |"
+echo "| LoRA r8 qkv step, 1.3b shape, 8 x 512, tokens/s | bf16 on $(grep -o '"matmul":"[a-z]*' "$W/train-bf16.json" 2>/dev/null | cut -d'"' -f4): $ours ($(ratio "$ours")x), bf16 on CubeCL: $cube ($(ratio "$cube")x), bf16 + checkpointing: $ckpt ($(ratio "$ckpt")x), fused bf16 (CubeCL): $fused ($(ratio "$fused")x) | $theirs |"
+echo "| first 3 losses (the same weights and batch) | bf16: $(losses "$W/train-bf16.json"); on CubeCL: $(losses "$W/train-cubecl.json") | |"
+echo "| our matmul against burn's, 8 layouts (bench-matmul --check), largest relative difference | ${worst:-n/a} ($(grep -o '"matmul":"[a-z]*' "$W/check.jsonl" 2>/dev/null | head -1 | cut -d'"' -f4)) | |"
 echo "| peak GPU memory (nvidia-smi MiB; torch: max allocated GiB), GPU utilisation at the end | bf16: $(cat "$W/train-bf16.peak" 2>/dev/null), fused: $(cat "$W/train-fusion.peak" 2>/dev/null), + checkpointing: $(cat "$W/train-ckpt.peak" 2>/dev/null) | $(tj "hf+peft" peak_mem_gib) GiB; $(cat "$W/torch.peak") |"
 echo "| first training step done after process start (s) | bf16: $(j "$W/train-bf16.json" first_step_done_s), fused: $(j "$W/train-fusion.json" first_step_done_s), + checkpointing: $(j "$W/train-ckpt.json" first_step_done_s) | |"
-echo "| matmul 8192^3 TFLOP/s (burn without autotune) | f32: $(j "$W/matmul-f32.json" tflops), bf16: $(j "$W/matmul-bf16.json" tflops) | bf16: $(tj matmul tflops) |"
+echo "| matmul 8192^3 TFLOP/s | $(grep -o '"matmul":"[a-z]*' "$W/matmul-bf16.json" 2>/dev/null | cut -d'"' -f4) f32: $(j "$W/matmul-f32.json" tflops), bf16: $(j "$W/matmul-bf16.json" tflops); CubeCL (no autotune) bf16: $(j "$W/matmul-cubecl-bf16.json" tflops) | bf16: $(tj matmul tflops) |"
 echo "| greedy decode, batch 1, ms/token | cuda: $(j "$W/decode-cuda.json" decode_ms_per_token), wgpu: $(j "$W/decode-wgpu.json" decode_ms_per_token) | generate: $(tj generate tokens_per_s) tokens/s |"
 pack_out --exclude='mem.*'

@@ -1,6 +1,7 @@
 # Sourced by gpu_bench.sh and gpu_tune.sh (`. bench/gpu_env.sh NAME SECONDS`): a fresh scratch
 # folder $W (/tmp/NAME; $OUT gets one archive of it at the end: pack_out), the carried builds
 # unpacked ($T plain, $TF fusion, $TA autotune: .gpu/<variant>/trainer.gz), the card's name,
+# libcublas on LD_LIBRARY_PATH,
 # a DEADLINE SECONDS from now (cap: a step's timeout within it), the LoRA step's shape and a
 # JSON field reader.
 # DEV, SHAPE, LAYERS and DTYPE can be overridden for a dry run without a GPU (bench/README.md).
@@ -13,6 +14,14 @@ TF=./.gpu/fusion/trainer
 TA=./.gpu/autotune/trainer
 export CUDA_PATH=${CUDA_PATH:-/usr/local/cuda}
 GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+# cuBLAS for our CUDA matmuls (shared/src/cublas.rs, loaded at run time): a CUDA toolkit's,
+# else the one in PyTorch's nvidia wheels. Without it the binary multiplies on CubeCL.
+CUBLAS_DIR=$( { ls /usr/local/cuda/lib64/libcublas.so.* /usr/local/cuda/targets/x86_64-linux/lib/libcublas.so.* 2>/dev/null
+  python3 -c 'import glob, os, nvidia
+for d in nvidia.__path__: print("\n".join(glob.glob(os.path.join(d, "**", "libcublas.so.*"), recursive=True)))' 2>/dev/null
+} | head -1 | xargs -r dirname)
+[ -n "$CUBLAS_DIR" ] && export LD_LIBRARY_PATH="$CUBLAS_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+echo "cublas: ${CUBLAS_DIR:-not found}"
 DEV=${DEV:-cuda}
 # polyglot-ko-1.3b widths, batch 8 x 512, LoRA r8 on query_key_value with dropout 0.05 as in
 # torch_gpu_baseline.py.

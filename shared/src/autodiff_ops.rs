@@ -17,7 +17,7 @@ use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{DType, FloatDType, Int, Tensor};
 
 use crate::backend::{
-    ModelBackend, causal_attention_bf16, causal_probs, from_prim, matmul, to_prim,
+    ModelBackend, causal_attention_bf16, causal_probs, from_prim, linear_in, to_prim,
 };
 use crate::base_weight::Nf4Weight;
 use crate::rope::Rope;
@@ -45,12 +45,12 @@ impl<B: ModelBackend> Backward<B, 1> for QkvAttention {
             let c = (q.dims()[3] as f64).powf(-0.5);
             let g: Tensor<B, 4> = from_prim(g);
             let p = causal_probs(q.clone(), k.clone(), bf16);
-            let dv = matmul(p.clone().transpose(), g.clone(), bf16);
-            let dp = matmul(g, v.transpose(), bf16);
+            let dv = B::gemm(p.clone().transpose(), g.clone(), bf16);
+            let dp = B::gemm(g, v.transpose(), bf16);
             // scaled before it is rounded to bf16, as autodiff through the forward would
             let ds = B::softmax_backward(p, dp, c);
-            let dk = matmul(ds.clone().transpose(), q, bf16);
-            let dq = matmul(ds, k, bf16);
+            let dk = B::gemm(ds.clone().transpose(), q, bf16);
+            let dq = B::gemm(ds, k, bf16);
             to_prim(B::split_qkv_rope_backward(dq, dk, dv, &rope))
         });
     }
@@ -131,11 +131,23 @@ impl<B: ModelBackend, const D: usize> Backward<B, 1> for Nf4Matmul<D> {
         let w = ops.state;
         unary::<B, _>(ops.parents, ops.node, grads, |g| {
             // dx = g·Wᵀ, in the weight's compute dtype; `compute_weight` is Wᵀ (`[out, in]`).
-            let g: Tensor<B, D> = from_prim(g);
-            let wt = w.compute_weight();
-            let gd = g.dtype();
-            let dx = g.cast(wt.dtype()).matmul(wt.unsqueeze::<D>()).cast(gd);
-            to_prim(dx)
+            to_prim(B::base_matmul::<D>(from_prim(g), w.compute_weight()))
+        });
+    }
+}
+
+#[derive(Debug)]
+struct BaseMatmul<const D: usize>;
+
+impl<B: ModelBackend, const D: usize> Backward<B, 1> for BaseMatmul<D> {
+    /// The frozen weight `[in, out]`.
+    type State = FloatTensor<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let w: Tensor<B, 2> = from_prim(ops.state);
+        unary::<B, _>(ops.parents, ops.node, grads, |g| {
+            // dx = g·Wᵀ, multiplied as the forward pass multiplies
+            to_prim(B::base_matmul::<D>(from_prim(g), w.transpose()))
         });
     }
 }
@@ -225,6 +237,19 @@ impl<B: ModelBackend, C: CheckpointStrategy> ModelBackend for Autodiff<B, C> {
         record(WeightedNll, [&logits], y, || {
             (logits.primitive.clone(), targets, weights)
         })
+    }
+
+    /// One node for a frozen weight, so the backward product runs as the forward one does (on
+    /// cuBLAS on CUDA); a weight that trains takes burn's graph.
+    fn base_matmul<const D: usize>(x: Tensor<Self, D>, w: Tensor<Self, 2>) -> Tensor<Self, D> {
+        let w = to_prim(w);
+        if !w.node.requirement.is_none() {
+            return linear_in(x, from_prim(w));
+        }
+        let x = to_prim(x);
+        let w = from_prim::<B, 2>(w.primitive);
+        let y = B::base_matmul(from_prim::<B, D>(x.primitive.clone()), w.clone());
+        record(BaseMatmul::<D>, [&x], y, || to_prim(w))
     }
 
     fn nf4_matmul<const D: usize>(x: Tensor<Self, D>, w: &Nf4Weight<Self>) -> Tensor<Self, D> {
@@ -341,6 +366,35 @@ mod tests {
         let (a, b) = (x.grad(&g).unwrap(), rx.grad(&rg).unwrap());
         a.into_data()
             .assert_approx_eq::<f32>(&b.into_data(), Tolerance::default());
+    }
+
+    #[test]
+    fn base_matmul_gradient_matches_burns_linear() {
+        let x0: Tensor<AD, 3> = random([2, 3, 5, 6], 21).reshape([6, 5, 6]);
+        let w0: Tensor<AD, 2> = random([1, 1, 6, 4], 22).reshape([6, 4]);
+        let up: Tensor<AD, 3> = random([1, 6, 5, 4], 23).reshape([6, 5, 4]);
+        for (bf16, w_trains) in [(false, false), (true, false), (false, true)] {
+            let w = if bf16 { w0.clone().cast(FloatDType::BF16) } else { w0.clone() };
+            // the node (frozen weight) or burn's graph (a weight that trains), against linear
+            let (x, w1) = (x0.clone().require_grad(), track(&w, w_trains));
+            let y = AD::base_matmul(x.clone(), w1.clone());
+            let g = (y.clone() * up.clone()).sum().backward();
+            let (rx, rw) = (x0.clone().require_grad(), track(&w, w_trains));
+            let r = crate::backend::linear_in(rx.clone(), rw.clone());
+            let rg = (r.clone() * up.clone()).sum().backward();
+            assert_eq!(y.dtype(), DType::F32);
+            y.into_data()
+                .assert_approx_eq::<f32>(&r.into_data(), Tolerance::default());
+            let (a, b) = (x.grad(&g).unwrap(), rx.grad(&rg).unwrap());
+            a.into_data()
+                .assert_approx_eq::<f32>(&b.into_data(), Tolerance::default());
+            assert_eq!(w1.grad(&g).is_some(), w_trains);
+            if w_trains {
+                let (a, b) = (w1.grad(&g).unwrap(), rw.grad(&rg).unwrap());
+                a.into_data()
+                    .assert_approx_eq::<f32>(&b.into_data(), Tolerance::default());
+            }
+        }
     }
 
     #[test]

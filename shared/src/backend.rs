@@ -58,6 +58,22 @@ pub trait ModelBackend: Backend {
         }
     }
 
+    /// `a·b` for `a: [.., m, k]` and `b: [.., k, n]` (batch dimensions broadcast); with `bf16`
+    /// from factors rounded to bf16 (tensor cores; a no-op cast for a factor already in bf16)
+    /// with the product in f32, as a bf16 model in PyTorch multiplies ([`matmul`]). CUDA runs
+    /// it on cuBLAS (`cublas.rs`).
+    fn gemm<const D: usize>(a: Tensor<Self, D>, b: Tensor<Self, D>, bf16: bool) -> Tensor<Self, D> {
+        matmul(a, b, bf16)
+    }
+
+    /// `x·w` for a frozen weight `w: [in, out]` (any strides: `Wᵀ` in a backward pass),
+    /// multiplied in `w`'s dtype with the product back in `x`'s dtype (a bf16 or NF4 base;
+    /// [`linear_in`]). CUDA runs it on cuBLAS; under autodiff it is one graph node whose
+    /// backward pass multiplies by `wᵀ` the same way.
+    fn base_matmul<const D: usize>(x: Tensor<Self, D>, w: Tensor<Self, 2>) -> Tensor<Self, D> {
+        linear_in(x, w)
+    }
+
     /// `softmax(scores·scale + causal mask)` over the last dimension of `scores: [b, h, T, S]`
     /// (`S ≥ T`: query `i` sees keys `0..=S − T + i`, as in
     /// [`causal_attention`](Self::causal_attention)), in the scores' dtype.
@@ -196,9 +212,7 @@ pub trait ModelBackend: Backend {
     /// `x·W` with `W` the NF4 weight dequantized (`[in, out]`), multiplied in the weight's
     /// compute dtype; the result comes back in `x`'s dtype.
     fn nf4_matmul<const D: usize>(x: Tensor<Self, D>, w: &Nf4Weight<Self>) -> Tensor<Self, D> {
-        let w = w.compute_weight().transpose();
-        let (xd, wd) = (x.dtype(), w.dtype());
-        burn::tensor::module::linear(x.cast(wd), w, None).cast(xd)
+        Self::base_matmul(x, w.compute_weight().transpose())
     }
 }
 
@@ -242,6 +256,15 @@ pub fn matmul<B: Backend, const D: usize>(
     }
 }
 
+/// `x·w` (`w: [in, out]`) in `w`'s dtype, the product back in `x`'s dtype: burn's `linear`.
+pub fn linear_in<B: Backend, const D: usize>(x: Tensor<B, D>, w: Tensor<B, 2>) -> Tensor<B, D> {
+    let (xd, wd) = (x.dtype(), w.dtype());
+    if xd == wd {
+        return burn::tensor::module::linear(x, w, None);
+    }
+    burn::tensor::module::linear(x.cast(wd), w, None).cast(xd)
+}
+
 /// Causal self-attention (`S = T`) with both matmuls from bf16 factors, the scores, the mask
 /// and the softmax in f32: HF's eager attention in a bf16 model, with f32 scores.
 pub fn causal_attention_bf16<B: ModelBackend>(
@@ -249,7 +272,7 @@ pub fn causal_attention_bf16<B: ModelBackend>(
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
 ) -> Tensor<B, 4> {
-    matmul(causal_probs(q, k, true), v, true)
+    B::gemm(causal_probs(q, k, true), v, true)
 }
 
 /// The attention probabilities `softmax(q·kᵀ/√d + causal mask)`, `[b, h, T, S]`, materialised
@@ -257,7 +280,7 @@ pub fn causal_attention_bf16<B: ModelBackend>(
 /// f32; `bf16`: `q·kᵀ` from bf16 factors ([`matmul`]).
 pub fn causal_probs<B: ModelBackend>(q: Tensor<B, 4>, k: Tensor<B, 4>, bf16: bool) -> Tensor<B, 4> {
     let d = q.dims()[3];
-    B::causal_softmax(matmul(q, k.transpose(), bf16), (d as f64).powf(-0.5))
+    B::causal_softmax(B::gemm(q, k.transpose(), bf16), (d as f64).powf(-0.5))
 }
 
 impl ModelBackend for burn::backend::Flex {}
@@ -281,7 +304,37 @@ where
         k: Tensor<Self, 4>,
         v: Tensor<Self, 4>,
     ) -> Tensor<Self, 4> {
-        causal_probs(q, k, false).matmul(v)
+        Self::gemm(causal_probs(q, k, false), v, false)
+    }
+
+    /// On cuBLAS where it loads (`cublas.rs`), else burn's matmul.
+    #[cfg(feature = "cublas")]
+    fn gemm<const D: usize>(a: Tensor<Self, D>, b: Tensor<Self, D>, bf16: bool) -> Tensor<Self, D> {
+        let (a, b) = if bf16 {
+            (a.cast(FloatDType::BF16), b.cast(FloatDType::BF16))
+        } else {
+            (a, b)
+        };
+        let out = if bf16 {
+            burn::tensor::DType::F32
+        } else {
+            a.dtype()
+        };
+        match crate::cublas::matmul(to_prim(a), to_prim(b), out) {
+            Ok(c) => from_prim(c),
+            Err((a, b)) => matmul(from_prim(a), from_prim(b), bf16),
+        }
+    }
+
+    /// On cuBLAS where it loads, the product straight in `x`'s dtype; else burn's matmul.
+    #[cfg(feature = "cublas")]
+    fn base_matmul<const D: usize>(x: Tensor<Self, D>, w: Tensor<Self, 2>) -> Tensor<Self, D> {
+        let (xd, wd) = (x.dtype(), w.dtype());
+        let x = x.cast(wd);
+        match crate::cublas::matmul(to_prim(x), to_prim(w.unsqueeze::<D>()), xd) {
+            Ok(y) => from_prim(y),
+            Err((x, w)) => from_prim::<Self, D>(x).matmul(from_prim(w)).cast(xd),
+        }
     }
 
     fn causal_softmax(scores: Tensor<Self, 4>, scale: f64) -> Tensor<Self, 4> {

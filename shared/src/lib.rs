@@ -10,8 +10,12 @@ pub mod base_weight;
 pub mod bnb4;
 pub mod cache;
 pub mod config;
+#[cfg(feature = "cublas")]
+pub mod cublas;
 pub mod error;
 pub mod example;
+#[cfg(any(test, feature = "cublas"))]
+mod gemm_plan;
 pub mod generate;
 pub mod init;
 #[cfg(feature = "cubecl")]

@@ -46,14 +46,7 @@ impl<B: ModelBackend> Linear<B> {
         let bias = self.bias.as_ref().map(|b| b.val());
         let y = match &self.weight {
             BaseWeight::Nf4(q) => B::nf4_matmul(x, q),
-            BaseWeight::Dense(w) => {
-                let w = w.val();
-                let (xd, wd) = (x.dtype(), w.dtype());
-                if xd == wd {
-                    return burn::tensor::module::linear(x, w, bias);
-                }
-                burn::tensor::module::linear(x.cast(wd), w, None).cast(xd)
-            }
+            BaseWeight::Dense(w) => B::base_matmul(x, w.val()),
         };
         match bias {
             Some(b) => y + b.unsqueeze(),

@@ -13,6 +13,20 @@ pub enum DeviceArg {
     Wgpu,
 }
 
+impl DeviceArg {
+    /// What runs this device's matmuls, for benchmark output: cuBLAS on CUDA where libcublas
+    /// loads (`shared::cublas`), else CubeCL's kernels, or Flex's on the CPU.
+    pub fn matmul_impl(&self) -> &'static str {
+        match self {
+            Self::Cpu => "flex",
+            #[cfg(all(feature = "cuda", not(feature = "fusion")))]
+            Self::Cuda(_) => shared::cublas::backend_name(),
+            #[allow(unreachable_patterns)]
+            _ => "cubecl",
+        }
+    }
+}
+
 impl FromStr for DeviceArg {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

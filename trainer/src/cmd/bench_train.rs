@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use burn::backend::Autodiff;
+use burn::tensor::ElementConversion;
 use clap::Args;
 use shared::example::Example;
 use shared::lora::{LoraConfig, TargetModules};
@@ -75,6 +76,8 @@ fn bench_on<AB: TrainBackend>(
     device: AB::Device,
 ) -> Result<()> {
     args.dtype.check::<AB>(&device)?;
+    // the same weights in every run: losses comparable across builds (cuBLAS against CubeCL)
+    AB::seed(&device, 0);
     let base = args.quant.format();
     if args.lora_r == 0 && base != shared::base_weight::BaseFormat::Dense {
         anyhow::bail!("--quant needs LoRA (--lora-r > 0): a quantized base is frozen");
@@ -99,6 +102,8 @@ fn bench_on<AB: TrainBackend>(
     }
     let init_s = start.elapsed().as_secs_f64();
     let mut step_s = Vec::new();
+    // read after the timed steps, so that no step waits for its loss
+    let mut losses = Vec::new();
     let examples: Vec<Example> = (0..args.batch)
         .map(|b| {
             Example::lm(
@@ -119,7 +124,7 @@ fn bench_on<AB: TrainBackend>(
         let batch = collate::<AB>(&refs, 0, &device);
         let n = batch.scored;
         let mut grads = GradSum::<AB::InnerBackend>::default();
-        let _ = forward_backward(
+        let loss = forward_backward(
             &model,
             batch,
             1.0 / n as f64,
@@ -131,6 +136,7 @@ fn bench_on<AB: TrainBackend>(
         let scale = clip_scale(grads.norm(), 1.0);
         model = opt.step(model, &grads, 1e-3, scale);
         step_s.push(ts.elapsed().as_secs_f64());
+        losses.push(loss);
         if step == 0 {
             eprintln!(
                 "first step finished {:.1} s after start (init {init_s:.1} s)",
@@ -139,6 +145,10 @@ fn bench_on<AB: TrainBackend>(
         }
     }
     let dt = t0.elapsed().as_secs_f64() / args.steps as f64;
+    let losses: Vec<f32> = losses
+        .into_iter()
+        .map(|l| l.into_scalar().elem::<f32>())
+        .collect();
     println!(
         "{}",
         serde_json::json!({
@@ -151,6 +161,8 @@ fn bench_on<AB: TrainBackend>(
             "init_s": init_s,
             "first_step_done_s": init_s + step_s[0],
             "step_s": step_s,
+            "losses": losses,
+            "matmul": args.device.matmul_impl(),
         })
     );
     Ok(())

@@ -14,7 +14,7 @@
 #   - matmul TFLOP/s at 8192^3: cuBLAS (f32, bf16) and CubeCL (bf16);
 #   - where a step's time goes: a CubeCL kernel profile of one bf16 step (4 of the 24 layers,
 #     same widths; cuBLAS's kernels are not in it), plain and fused, by bench/kernel_profile.py;
-#   - greedy decode tokens/s on burn-cuda and burn-wgpu;
+#   - greedy decode tokens/s on burn-cuda (cuBLAS, and CubeCL) and burn-wgpu;
 #   - if time is left, each CubeCL matmul routine at the step's shapes (`bench-matmul --probe`).
 # Build here (bench/README.md): release builds of `trainer`, stripped and gzipped, one per
 # folder: .gpu/plain/trainer.gz (--features cuda,wgpu), .gpu/fusion/trainer.gz (cuda,wgpu,fusion).
@@ -56,6 +56,8 @@ for dev in cuda wgpu; do
   t=$(cap 30); [ "$t" -gt 0 ] && timeout "$t" "$T" bench-forward --device $dev --config bench/polyglot-ko-1.3b.config.json \
     --prompt-len 128 --decode-steps 64 --reps 2 > "$W/decode-$dev.json" 2>&1
 done
+t=$(cap 30); [ "$t" -gt 0 ] && LAW_POLYGLOT_MATMUL=cubecl timeout "$t" "$T" bench-forward --device cuda \
+  --config bench/polyglot-ko-1.3b.config.json --prompt-len 128 --decode-steps 64 --reps 2 > "$W/decode-cubecl.json" 2>&1
 run_train fusion "$TF" 90 --layers "$LAYERS" --steps 5 --dtype "$DTYPE"
 profile fusion "$TF"
 # Every CubeCL matmul routine at the 1.3B qkv and MLP-out shapes, bf16 (one JSON line each).
@@ -93,5 +95,5 @@ echo "| our matmul against burn's, 8 layouts (bench-matmul --check), largest rel
 echo "| peak GPU memory (nvidia-smi MiB; torch: max allocated GiB), GPU utilisation at the end | bf16: $(cat "$W/train-bf16.peak" 2>/dev/null), fused: $(cat "$W/train-fusion.peak" 2>/dev/null), + checkpointing: $(cat "$W/train-ckpt.peak" 2>/dev/null) | $(tj "hf+peft" peak_mem_gib) GiB; $(cat "$W/torch.peak") |"
 echo "| first training step done after process start (s) | bf16: $(j "$W/train-bf16.json" first_step_done_s), fused: $(j "$W/train-fusion.json" first_step_done_s), + checkpointing: $(j "$W/train-ckpt.json" first_step_done_s) | |"
 echo "| matmul 8192^3 TFLOP/s | $(grep -o '"matmul":"[a-z]*' "$W/matmul-bf16.json" 2>/dev/null | cut -d'"' -f4) f32: $(j "$W/matmul-f32.json" tflops), bf16: $(j "$W/matmul-bf16.json" tflops); CubeCL (no autotune) bf16: $(j "$W/matmul-cubecl-bf16.json" tflops) | bf16: $(tj matmul tflops) |"
-echo "| greedy decode, batch 1, ms/token | cuda: $(j "$W/decode-cuda.json" decode_ms_per_token), wgpu: $(j "$W/decode-wgpu.json" decode_ms_per_token) | generate: $(tj generate tokens_per_s) tokens/s |"
+echo "| greedy decode, batch 1, ms/token | cuda: $(j "$W/decode-cuda.json" decode_ms_per_token), cuda with CubeCL matmuls: $(j "$W/decode-cubecl.json" decode_ms_per_token), wgpu: $(j "$W/decode-wgpu.json" decode_ms_per_token) | generate: $(tj generate tokens_per_s) tokens/s |"
 pack_out --exclude='mem.*'

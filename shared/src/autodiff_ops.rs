@@ -374,7 +374,11 @@ mod tests {
         let w0: Tensor<AD, 2> = random([1, 1, 6, 4], 22).reshape([6, 4]);
         let up: Tensor<AD, 3> = random([1, 6, 5, 4], 23).reshape([6, 5, 4]);
         for (bf16, w_trains) in [(false, false), (true, false), (false, true)] {
-            let w = if bf16 { w0.clone().cast(FloatDType::BF16) } else { w0.clone() };
+            let w = if bf16 {
+                w0.clone().cast(FloatDType::BF16)
+            } else {
+                w0.clone()
+            };
             // the node (frozen weight) or burn's graph (a weight that trains), against linear
             let (x, w1) = (x0.clone().require_grad(), track(&w, w_trains));
             let y = AD::base_matmul(x.clone(), w1.clone());

@@ -13,6 +13,8 @@
 # gpu-tune.tgz, the tune cache (autotune-cache/) included: commit it to ship it.
 set -uo pipefail
 . "$(dirname "$0")/gpu_env.sh" gpu-tune 265
+# autotune tunes CubeCL's matmuls: both builds multiply on CubeCL here, not on cuBLAS
+export LAW_POLYGLOT_MATMUL=cubecl
 printf '[compilation]\ncache = { file = "/tmp/cubecl-cache" }\n[autotune]\ncache = { file = "%s" }\n' \
   "$W/autotune-cache" > cubecl.toml
 

@@ -152,6 +152,52 @@ impl<B: ModelBackend, const D: usize> Backward<B, 1> for BaseMatmul<D> {
     }
 }
 
+/// What the backward pass of a matmul node needs: each factor only when the other one's
+/// gradient is asked for, the factors' shapes and dtypes (for broadcast batch dimensions and
+/// for gradients in their own dtype), and `bf16`.
+#[derive(Debug, Clone)]
+struct GemmState<B: ModelBackend> {
+    a: Option<FloatTensor<B>>,
+    b: Option<FloatTensor<B>>,
+    shapes: [Vec<usize>; 2],
+    dtypes: [DType; 2],
+    bf16: bool,
+}
+
+#[derive(Debug)]
+struct Gemm<const D: usize>;
+
+/// `t` summed over the batch dimensions that `shape` broadcasts (size 1 there).
+fn sum_to<B: ModelBackend, const D: usize>(mut t: Tensor<B, D>, shape: &[usize]) -> Tensor<B, D> {
+    for (i, &n) in shape.iter().enumerate().take(D - 2) {
+        if n == 1 && t.dims()[i] != 1 {
+            t = t.sum_dim(i);
+        }
+    }
+    t
+}
+
+impl<B: ModelBackend, const D: usize> Backward<B, 2> for Gemm<D> {
+    type State = GemmState<B>;
+
+    /// `da = g·bᵀ`, `db = aᵀ·g`, multiplied as the forward product was (cuBLAS on CUDA).
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let s = ops.state;
+        let g: Tensor<B, D> = from_prim(grads.consume::<B>(&ops.node));
+        let [pa, pb] = ops.parents;
+        if let (Some(node), Some(b)) = (pa, s.b) {
+            let da = B::gemm(g.clone(), from_prim::<B, D>(b).transpose(), s.bf16);
+            let da = sum_to(da, &s.shapes[0]).cast(s.dtypes[0]);
+            grads.register::<B>(node.id, to_prim(da));
+        }
+        if let (Some(node), Some(a)) = (pb, s.a) {
+            let db = B::gemm(from_prim::<B, D>(a).transpose(), g, s.bf16);
+            let db = sum_to(db, &s.shapes[1]).cast(s.dtypes[1]);
+            grads.register::<B>(node.id, to_prim(db));
+        }
+    }
+}
+
 /// Record `op` as the graph node that computed `y` (on the inner backend) from `inputs`;
 /// `state`, what its backward needs, is built only when a gradient is asked for.
 fn record<B, C, O, const N: usize, const D: usize>(
@@ -236,6 +282,23 @@ impl<B: ModelBackend, C: CheckpointStrategy> ModelBackend for Autodiff<B, C> {
         );
         record(WeightedNll, [&logits], y, || {
             (logits.primitive.clone(), targets, weights)
+        })
+    }
+
+    /// One node whose backward products run as the forward one does (on cuBLAS on CUDA): the
+    /// LoRA products, where burn's matmul node would multiply on CubeCL.
+    fn gemm<const D: usize>(a: Tensor<Self, D>, b: Tensor<Self, D>, bf16: bool) -> Tensor<Self, D> {
+        let (a, b) = (to_prim(a), to_prim(b));
+        let ai = from_prim::<B, D>(a.primitive.clone());
+        let bi = from_prim::<B, D>(b.primitive.clone());
+        let y = B::gemm(ai.clone(), bi.clone(), bf16);
+        let (keep_a, keep_b) = (!b.node.requirement.is_none(), !a.node.requirement.is_none());
+        record(Gemm::<D>, [&a, &b], y, || GemmState {
+            shapes: [ai.dims().to_vec(), bi.dims().to_vec()],
+            dtypes: [ai.dtype(), bi.dtype()],
+            a: keep_a.then(|| to_prim(ai)),
+            b: keep_b.then(|| to_prim(bi)),
+            bf16,
         })
     }
 
@@ -366,6 +429,39 @@ mod tests {
         let (a, b) = (x.grad(&g).unwrap(), rx.grad(&rg).unwrap());
         a.into_data()
             .assert_approx_eq::<f32>(&b.into_data(), Tolerance::default());
+    }
+
+    #[test]
+    fn gemm_gradients_match_burns_matmul() {
+        // a LoRA product: a batch of inputs times a weight broadcast over the batch
+        let a0: Tensor<AD, 3> = random([1, 3, 5, 6], 31).reshape([3, 5, 6]);
+        let b0: Tensor<AD, 3> = random([1, 1, 6, 4], 32).reshape([1, 6, 4]);
+        let up: Tensor<AD, 3> = random([1, 3, 5, 4], 33).reshape([3, 5, 4]);
+        let cases = [
+            (false, true, true),
+            (false, false, true),
+            (false, true, false),
+            (true, true, true),
+        ];
+        for (bf16, ta, tb) in cases {
+            let (a, b) = (track(&a0, ta), track(&b0, tb));
+            let y = AD::gemm(a.clone(), b.clone(), bf16);
+            let g = (y.clone() * up.clone()).sum().backward();
+            let (ra, rb) = (track(&a0, ta), track(&b0, tb));
+            let r = crate::backend::matmul(ra.clone(), rb.clone(), bf16);
+            let rg = (r.clone() * up.clone()).sum().backward();
+            y.into_data()
+                .assert_approx_eq::<f32>(&r.into_data(), Tolerance::default());
+            for (x, rx, on) in [(a, ra, ta), (b, rb, tb)] {
+                assert_eq!(x.grad(&g).is_some(), on);
+                if on {
+                    let (got, want) = (x.grad(&g).unwrap(), rx.grad(&rg).unwrap());
+                    assert_eq!(got.dims(), want.dims());
+                    got.into_data()
+                        .assert_approx_eq::<f32>(&want.into_data(), Tolerance::default());
+                }
+            }
+        }
     }
 
     #[test]

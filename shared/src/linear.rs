@@ -58,12 +58,12 @@ impl<B: ModelBackend> Linear<B> {
         match &self.lora {
             None => self.base_forward(x),
             Some(l) => {
-                let delta = l
-                    .dropout
-                    .forward(x.clone())
-                    .matmul(unsqueeze(l.lora_a.val()))
-                    .matmul(unsqueeze(l.lora_b.val()))
-                    * l.scaling;
+                let xa = B::gemm(
+                    l.dropout.forward(x.clone()),
+                    unsqueeze(l.lora_a.val()),
+                    false,
+                );
+                let delta = B::gemm(xa, unsqueeze(l.lora_b.val()), false) * l.scaling;
                 self.base_forward(x) + delta
             }
         }

@@ -3,10 +3,16 @@
 //! matmul without autotune ran 51 TFLOP/s in f32 on an H100 and, autotuned, 180 in bf16, where
 //! cuBLAS runs about 790 in bf16.
 //!
-//! cuBLAS runs on a stream of its own: CubeCL keeps its CUDA stream private. So each product
-//! waits for the CubeCL stream to finish what it queued (the inputs are then written), runs,
-//! and waits for its own stream before it hands the result back (the next CubeCL kernel may
-//! read it at once). The waits cost a few tens of microseconds per product.
+//! cuBLAS runs on a stream of its own: CubeCL keeps its CUDA stream private. By default
+//! (`cublas`) each product waits, on the host, for the CubeCL stream to finish what it queued
+//! (the inputs are then written), runs, and waits for its own stream before it hands the result
+//! back (the next CubeCL kernel may read it at once): a few tens of microseconds per product,
+//! and the host cannot queue ahead. `LAW_POLYGLOT_MATMUL=cublas-async` leaves the waiting to
+//! the GPU: a one-unit CubeCL kernel stores a sequence number in a flag, cuBLAS's stream waits
+//! for it (`cuStreamWaitValue32`), multiplies and sets a second flag, and a CubeCL kernel holds
+//! CubeCL's stream until that flag is set (`kernels/flags.rs`). Memory a product reads or
+//! writes is reused only by work queued after it on either stream, so nothing waits on the
+//! host. Where the stream waits are refused it falls back to the host waits.
 //!
 //! Used where libcublas (`libcublas.so.13` or `.12`, from a CUDA toolkit or PyTorch's
 //! `nvidia-cublas` wheel, on the library path) loads, unless `LAW_POLYGLOT_MATMUL=cubecl`;
@@ -33,41 +39,80 @@ use cudarc::driver::{CudaContext, CudaStream};
 
 use crate::gemm_plan::{GemmPlan, Layout, Op, plan};
 
-/// The variable that turns cuBLAS off (`cubecl`).
+/// The variable that picks the matmul: `cublas` (the default), `cublas-async` or `cubecl`.
 pub const MATMUL_ENV: &str = "LAW_POLYGLOT_MATMUL";
+
+/// How CUDA products run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// burn's CubeCL matmul.
+    CubeCl,
+    /// cuBLAS, the host waiting for each stream in turn.
+    Cublas,
+    /// cuBLAS, the streams waiting for each other on the GPU.
+    CublasAsync,
+}
 
 /// One device's cuBLAS handle on its own stream.
 struct Gemm {
     stream: Arc<CudaStream>,
     blas: CudaBlas,
+    /// `cublas-async`: CubeCL's `[ready, done]` flags and their device address, made at the
+    /// first product; `Err` once the GPU-side waits failed (the host waits from then on).
+    flags: Option<Result<Flags, ()>>,
+    /// The last sequence number signalled.
+    seq: u32,
+}
+
+struct Flags {
+    tensor: CubeTensor<CudaRuntime>,
+    ptr: u64,
 }
 
 /// The handles by device index; `None` where cuBLAS could not start on that device.
 type Handles = HashMap<usize, Option<Arc<Mutex<Gemm>>>>;
 
-/// Whether cuBLAS is turned on and its library loads (checked once).
-pub fn available() -> bool {
-    static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| {
-        if std::env::var(MATMUL_ENV).is_ok_and(|v| v == "cubecl") {
-            return false;
-        }
+/// The mode `LAW_POLYGLOT_MATMUL` asks for (read once), CubeCL where libcublas does not load.
+pub fn mode() -> Mode {
+    static MODE: OnceLock<Mode> = OnceLock::new();
+    *MODE.get_or_init(|| {
+        let asked = match std::env::var(MATMUL_ENV).as_deref() {
+            Ok("cubecl") => return Mode::CubeCl,
+            Ok("cublas-async") => Mode::CublasAsync,
+            Ok("cublas") | Err(_) => Mode::Cublas,
+            Ok(other) => {
+                eprintln!(
+                    "warning: {MATMUL_ENV}={other:?} is none of cublas, cublas-async, cubecl; \
+                     using cublas"
+                );
+                Mode::Cublas
+            }
+        };
         // SAFETY: only tries to open the library by its usual names.
-        let found = unsafe { sys::is_culib_present() };
-        if !found {
-            eprintln!(
-                "warning: libcublas (libcublas.so.13 or .12) not found on the library path; \
-                 CUDA matmuls run on CubeCL (slower). Add a CUDA toolkit's lib64, or PyTorch's \
-                 nvidia/cu13/lib, to LD_LIBRARY_PATH."
-            );
+        if unsafe { sys::is_culib_present() } {
+            return asked;
         }
-        found
+        eprintln!(
+            "warning: libcublas (libcublas.so.13 or .12) not found on the library path; CUDA \
+             matmuls run on CubeCL (slower). Add a CUDA toolkit's lib64, or PyTorch's \
+             nvidia/cu13/lib, to LD_LIBRARY_PATH."
+        );
+        Mode::CubeCl
     })
 }
 
-/// What multiplies on a CUDA device: `cublas` or `cubecl`.
+/// Whether cuBLAS is turned on and its library loads.
+pub fn available() -> bool {
+    mode() != Mode::CubeCl
+}
+
+/// What multiplies on a CUDA device: `cublas`, `cublas-async` or `cubecl`.
 pub fn backend_name() -> &'static str {
-    if available() { "cublas" } else { "cubecl" }
+    match mode() {
+        Mode::CubeCl => "cubecl",
+        Mode::Cublas => "cublas",
+        Mode::CublasAsync => "cublas-async",
+    }
 }
 
 fn handle(device: usize) -> Option<Arc<Mutex<Gemm>>> {
@@ -80,7 +125,12 @@ fn handle(device: usize) -> Option<Arc<Mutex<Gemm>>> {
                 let ctx = CudaContext::new(device).map_err(|e| e.to_string())?;
                 let stream = ctx.new_stream().map_err(|e| e.to_string())?;
                 let blas = CudaBlas::new(stream.clone()).map_err(|e| e.to_string())?;
-                Ok(Gemm { stream, blas })
+                Ok(Gemm {
+                    stream,
+                    blas,
+                    flags: None,
+                    seq: 0,
+                })
             };
             start()
                 .inspect_err(|e| {
@@ -194,7 +244,8 @@ fn warn_once(e: &str) {
     SEEN.get_or_init(|| eprintln!("warning: a cuBLAS matmul failed ({e}); using CubeCL for it"));
 }
 
-/// Waits for CubeCL's stream, runs the plan on cuBLAS's stream and waits for it.
+/// Runs the plan on cuBLAS's stream, ordered after CubeCL's queued work and before what it
+/// queues next: by host waits, or (`cublas-async`) by the GPU.
 fn run(
     gemm: &Mutex<Gemm>,
     p: &GemmPlan,
@@ -206,22 +257,117 @@ fn run(
     let ptr = |t: &CubeTensor<CudaRuntime>| {
         client
             .get_resource(t.handle.clone())
+            .map(|r| r.resource().ptr)
             .map_err(|e| format!("{e:?}"))
     };
-    // kept until cuBLAS is done: they hold the memory
-    let (ra, rb, rc) = (ptr(a)?, ptr(b)?, ptr(c)?);
-    cubecl::future::block_on(client.sync()).map_err(|e| format!("{e:?}"))?;
-    let int = |v: usize| i32::try_from(v).map_err(|_| format!("{v} exceeds cuBLAS's int"));
-    let long = |v: usize| i64::try_from(v).map_err(|_| format!("{v} exceeds cuBLAS's int64"));
-    let (alpha, beta) = (1.0f32, 0.0f32);
-    let gemm = gemm.lock().map_err(|e| e.to_string())?;
+    // The tensors hold the memory: the caller keeps them until this returns, and any later
+    // reuse of it is queued after the product (behind the host waits, or the GPU's).
+    let ptrs = [ptr(a)?, ptr(b)?, ptr(c)?];
+    let mut gemm = gemm.lock().map_err(|e| e.to_string())?;
     gemm.stream
         .context()
         .bind_to_thread()
         .map_err(|e| e.to_string())?;
-    // SAFETY: the pointers are live device allocations (held by the resources above) of the
-    // sizes the plan's strides address; CubeCL's stream is idle, so the inputs are written and
-    // nothing else touches the output until the stream synchronisation below returns.
+    let launch = |g: &Gemm| launch(g, p, [a, b, c], ptrs);
+    if mode() == Mode::CublasAsync {
+        match run_on_gpu(&mut gemm, c, launch) {
+            Ok(()) => return Ok(()),
+            Err(AsyncError::Product(e)) => return Err(e),
+            Err(AsyncError::Waits(e)) => {
+                eprintln!("warning: GPU-side waits failed ({e}); cuBLAS products wait on the host");
+                gemm.flags = Some(Err(()));
+            }
+        }
+    }
+    cubecl::future::block_on(client.sync()).map_err(|e| format!("{e:?}"))?;
+    launch(&gemm)?;
+    gemm.stream.synchronize().map_err(|e| e.to_string())
+}
+
+enum AsyncError {
+    /// The stream waits are refused: use host waits.
+    Waits(String),
+    /// The product itself failed (the streams are left drained).
+    Product(String),
+}
+
+/// `cublas-async`: CubeCL's stream signals, cuBLAS's stream waits for the signal, multiplies
+/// and signals back, CubeCL's stream waits for that; the host goes on at once.
+fn run_on_gpu(
+    gemm: &mut Gemm,
+    c: &CubeTensor<CudaRuntime>,
+    launch: impl Fn(&Gemm) -> Result<(), String>,
+) -> Result<(), AsyncError> {
+    use cudarc::driver::sys::{
+        CUstreamWaitValue_flags, CUstreamWriteValue_flags, cuStreamWaitValue32_v2,
+        cuStreamWriteValue32_v2,
+    };
+    if gemm.flags.is_none() {
+        gemm.flags = Some(Ok(flags(c).map_err(AsyncError::Waits)?));
+    }
+    let Some(Ok(flags)) = &gemm.flags else {
+        return Err(AsyncError::Waits(
+            "disabled after an earlier failure".into(),
+        ));
+    };
+    let (tensor, ready, done) = (flags.tensor.clone(), flags.ptr, flags.ptr + 4);
+    gemm.seq = gemm.seq.wrapping_add(1);
+    let seq = gemm.seq;
+    let stream = gemm.stream.cu_stream();
+    crate::kernels::signal(&tensor, 0, seq);
+    let geq = CUstreamWaitValue_flags::CU_STREAM_WAIT_VALUE_GEQ as u32;
+    // SAFETY: `ready` is a live u32 in device memory (the flags tensor is kept in `gemm`).
+    unsafe { cuStreamWaitValue32_v2(stream, ready, seq, geq) }
+        .result()
+        .map_err(|e| AsyncError::Waits(format!("cuStreamWaitValue32: {e:?}")))?;
+    let product = launch(gemm);
+    let write = CUstreamWriteValue_flags::CU_STREAM_WRITE_VALUE_DEFAULT as u32;
+    // SAFETY: as above, for `done`.
+    let signalled = unsafe { cuStreamWriteValue32_v2(stream, done, seq, write) }.result();
+    if let Err(e) = product.clone().and(signalled.map_err(|e| format!("{e:?}"))) {
+        // nothing was queued on CubeCL's side to wait for these: drain cuBLAS's stream
+        let _ = gemm.stream.synchronize();
+        return Err(match product {
+            Err(e) => AsyncError::Product(e),
+            Ok(()) => AsyncError::Waits(format!("cuStreamWriteValue32: {e}")),
+        });
+    }
+    crate::kernels::wait_for(&tensor, 1, seq);
+    Ok(())
+}
+
+/// The `[ready, done]` flags, zeros, in CubeCL's memory on `c`'s device, and their address.
+fn flags(c: &CubeTensor<CudaRuntime>) -> Result<Flags, String> {
+    let handle = c.client.create_from_slice(&[0u8; 8]);
+    let ptr = c
+        .client
+        .get_resource(handle.clone())
+        .map_err(|e| format!("{e:?}"))?
+        .resource()
+        .ptr;
+    let tensor = CubeTensor::new_contiguous(
+        c.client.clone(),
+        c.device.clone(),
+        Shape::from([2]),
+        handle,
+        DType::U32,
+    );
+    Ok(Flags { tensor, ptr })
+}
+
+/// Queues the product on cuBLAS's stream.
+fn launch(
+    gemm: &Gemm,
+    p: &GemmPlan,
+    [a, b, c]: [&CubeTensor<CudaRuntime>; 3],
+    [pa, pb, pc]: [u64; 3],
+) -> Result<(), String> {
+    let int = |v: usize| i32::try_from(v).map_err(|_| format!("{v} exceeds cuBLAS's int"));
+    let long = |v: usize| i64::try_from(v).map_err(|_| format!("{v} exceeds cuBLAS's int64"));
+    let (alpha, beta) = (1.0f32, 0.0f32);
+    // SAFETY: the pointers are live device allocations of the sizes the plan's strides address,
+    // ordered by the caller after the work that writes the inputs and before any that reuses
+    // the memory.
     unsafe {
         blas::gemm_strided_batched_ex(
             *gemm.blas.handle(),
@@ -231,16 +377,16 @@ fn run(
             int(p.n)?,
             int(p.k)?,
             (&alpha as *const f32).cast::<c_void>(),
-            rb.resource().ptr as *const c_void,
+            pb as *const c_void,
             data_type(b.dtype).expect("checked"),
             int(p.lda)?,
             long(p.stride_a)?,
-            ra.resource().ptr as *const c_void,
+            pa as *const c_void,
             data_type(a.dtype).expect("checked"),
             int(p.ldb)?,
             long(p.stride_b)?,
             (&beta as *const f32).cast::<c_void>(),
-            rc.resource().ptr as *mut c_void,
+            pc as *mut c_void,
             data_type(c.dtype).expect("checked"),
             int(p.ldc)?,
             long(p.stride_c)?,
@@ -248,7 +394,6 @@ fn run(
             sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
             sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
         )
-        .map_err(|e| format!("{e:?}"))?;
     }
-    gemm.stream.synchronize().map_err(|e| e.to_string())
+    .map_err(|e| format!("{e:?}"))
 }

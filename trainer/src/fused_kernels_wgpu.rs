@@ -166,3 +166,21 @@ fn split_qkv_rope_and_its_adjoint_match_the_formulas() {
         close(dg, d);
     }
 }
+
+/// The stream-ordering kernels of `LAW_POLYGLOT_MATMUL=cublas-async`: `signal` stores a number
+/// in a flag, `wait_for` returns once a flag has reached a number (here set by an earlier
+/// `signal` on the same stream, as a waited-on flag would be by cuBLAS's stream).
+#[test]
+fn flag_kernels_store_and_wait() {
+    use burn::tensor::{DType, Int, TensorData};
+    let device = Default::default();
+    let flags =
+        Tensor::<G, 1, Int>::from_data(TensorData::new(vec![0u32, 0], [2]), (&device, DType::U32));
+    let t = flags.into_primitive();
+    shared::kernels::signal(&t, 1, 5);
+    shared::kernels::wait_for(&t, 1, 5);
+    shared::kernels::wait_for(&t, 1, 3);
+    shared::kernels::signal(&t, 0, 7);
+    let got = Tensor::<G, 1, Int>::from_primitive(t).into_data();
+    assert_eq!(got.to_vec::<u32>().unwrap(), vec![7, 5]);
+}

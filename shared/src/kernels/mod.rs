@@ -21,11 +21,13 @@ use cubecl::prelude::*;
 use cubecl::{calculate_cube_count_elemwise, server::CubeCountSelection};
 
 mod attention;
+mod flags;
 mod gelu;
 mod layernorm;
 mod loss;
 
 pub use attention::{causal_softmax, softmax_backward, split_qkv_rope, split_qkv_rope_backward};
+pub use flags::{signal, wait_for};
 pub use gelu::{gelu, gelu_backward};
 pub use layernorm::{layernorm, layernorm_backward};
 pub use loss::{weighted_nll_backward, weighted_nll_rows};

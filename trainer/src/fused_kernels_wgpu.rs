@@ -173,14 +173,16 @@ fn split_qkv_rope_and_its_adjoint_match_the_formulas() {
 #[test]
 fn flag_kernels_store_and_wait() {
     use burn::tensor::{DType, Int, TensorData};
+    // the CubeCL backend itself (`G` is burn-fusion's wrapper in a `fusion` build)
+    type C = burn_cubecl::CubeBackend<burn_cubecl::cubecl::wgpu::WgpuRuntime, f32, i32, u32>;
     let device = Default::default();
     let flags =
-        Tensor::<G, 1, Int>::from_data(TensorData::new(vec![0u32, 0], [2]), (&device, DType::U32));
+        Tensor::<C, 1, Int>::from_data(TensorData::new(vec![0u32, 0], [2]), (&device, DType::U32));
     let t = flags.into_primitive();
     shared::kernels::signal(&t, 1, 5);
     shared::kernels::wait_for(&t, 1, 5);
     shared::kernels::wait_for(&t, 1, 3);
     shared::kernels::signal(&t, 0, 7);
-    let got = Tensor::<G, 1, Int>::from_primitive(t).into_data();
+    let got = Tensor::<C, 1, Int>::from_primitive(t).into_data();
     assert_eq!(got.to_vec::<u32>().unwrap(), vec![7, 5]);
 }

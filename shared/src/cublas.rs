@@ -67,6 +67,9 @@ struct Gemm {
 struct Flags {
     tensor: CubeTensor<CudaRuntime>,
     ptr: u64,
+    /// The thread whose CubeCL stream the flags order: another thread's stream (CubeCL gives
+    /// each thread its own) takes host waits, or its signals could release this one's products.
+    thread: std::thread::ThreadId,
 }
 
 /// The handles by device index; `None` where cuBLAS could not start on that device.
@@ -273,6 +276,7 @@ fn run(
         match run_on_gpu(&mut gemm, c, launch) {
             Ok(()) => return Ok(()),
             Err(AsyncError::Product(e)) => return Err(e),
+            Err(AsyncError::OtherThread) => {}
             Err(AsyncError::Waits(e)) => {
                 eprintln!("warning: GPU-side waits failed ({e}); cuBLAS products wait on the host");
                 gemm.flags = Some(Err(()));
@@ -285,6 +289,8 @@ fn run(
 }
 
 enum AsyncError {
+    /// The flags order another thread's stream: host waits this time.
+    OtherThread,
     /// The stream waits are refused: use host waits.
     Waits(String),
     /// The product itself failed (the streams are left drained).
@@ -310,6 +316,9 @@ fn run_on_gpu(
             "disabled after an earlier failure".into(),
         ));
     };
+    if flags.thread != std::thread::current().id() {
+        return Err(AsyncError::OtherThread);
+    }
     let (tensor, ready, done) = (flags.tensor.clone(), flags.ptr, flags.ptr + 4);
     gemm.seq = gemm.seq.wrapping_add(1);
     let seq = gemm.seq;
@@ -352,7 +361,13 @@ fn flags(c: &CubeTensor<CudaRuntime>) -> Result<Flags, String> {
         handle,
         DType::U32,
     );
-    Ok(Flags { tensor, ptr })
+    // the zeros must land before cuBLAS's stream polls them (or a late copy could reset `done`)
+    cubecl::future::block_on(c.client.sync()).map_err(|e| format!("{e:?}"))?;
+    Ok(Flags {
+        tensor,
+        ptr,
+        thread: std::thread::current().id(),
+    })
 }
 
 /// Queues the product on cuBLAS's stream.

@@ -128,14 +128,20 @@ fn handle(device: usize) -> Option<Arc<Mutex<Gemm>>> {
                 let ctx = CudaContext::new(device).map_err(|e| e.to_string())?;
                 let stream = ctx.new_stream().map_err(|e| e.to_string())?;
                 let blas = CudaBlas::new(stream.clone()).map_err(|e| e.to_string())?;
-                Ok(Gemm {
+                let gemm = Gemm {
                     stream,
                     blas,
                     flags: None,
                     seq: 0,
-                })
+                };
+                // an empty product loads its symbol now, where a missing one can be caught
+                let f32 = sys::cudaDataType::CUDA_R_32F;
+                let _ = launch(&gemm, &EMPTY, [f32; 3], [0; 3]);
+                Ok(gemm)
             };
-            start()
+            // cudarc panics on a symbol the library lacks
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(start))
+                .unwrap_or_else(|_| Err("libcublas lacks a function this build calls".into()))
                 .inspect_err(|e| {
                     eprintln!("warning: cuBLAS did not start on cuda:{device} ({e}); using CubeCL")
                 })
@@ -271,7 +277,8 @@ fn run(
         .context()
         .bind_to_thread()
         .map_err(|e| e.to_string())?;
-    let launch = |g: &Gemm| launch(g, p, [a, b, c], ptrs);
+    let types = [a, b, c].map(|t| data_type(t.dtype).expect("checked"));
+    let launch = |g: &Gemm| launch(g, p, types, ptrs);
     if mode() == Mode::CublasAsync {
         match run_on_gpu(&mut gemm, c, launch) {
             Ok(()) => return Ok(()),
@@ -370,11 +377,27 @@ fn flags(c: &CubeTensor<CudaRuntime>) -> Result<Flags, String> {
     })
 }
 
-/// Queues the product on cuBLAS's stream.
+/// A product of nothing (no memory touched).
+const EMPTY: GemmPlan = GemmPlan {
+    transa: Op::N,
+    transb: Op::N,
+    m: 0,
+    n: 0,
+    k: 0,
+    lda: 1,
+    ldb: 1,
+    ldc: 1,
+    stride_a: 0,
+    stride_b: 0,
+    stride_c: 0,
+    batch: 1,
+};
+
+/// Queues the product of `a` and `b` into `c` (their dtypes and addresses) on cuBLAS's stream.
 fn launch(
     gemm: &Gemm,
     p: &GemmPlan,
-    [a, b, c]: [&CubeTensor<CudaRuntime>; 3],
+    [ta, tb, tc]: [sys::cudaDataType; 3],
     [pa, pb, pc]: [u64; 3],
 ) -> Result<(), String> {
     let int = |v: usize| i32::try_from(v).map_err(|_| format!("{v} exceeds cuBLAS's int"));
@@ -393,16 +416,16 @@ fn launch(
             int(p.k)?,
             (&alpha as *const f32).cast::<c_void>(),
             pb as *const c_void,
-            data_type(b.dtype).expect("checked"),
+            tb,
             int(p.lda)?,
             long(p.stride_a)?,
             pa as *const c_void,
-            data_type(a.dtype).expect("checked"),
+            ta,
             int(p.ldb)?,
             long(p.stride_b)?,
             (&beta as *const f32).cast::<c_void>(),
             pc as *mut c_void,
-            data_type(c.dtype).expect("checked"),
+            tc,
             int(p.ldc)?,
             long(p.stride_c)?,
             int(p.batch)?,

@@ -55,8 +55,8 @@ unset LAW_POLYGLOT_MATMUL
 for d in f32 bf16; do
   t=$(cap 20); [ "$t" -gt 0 ] && timeout "$t" "$T" bench-matmul --device "$DEV" --size 8192 --reps 10 --dtype $d > "$W/matmul-$d.json" 2>&1
 done
-run_train ckpt "$T" 75 --layers "$LAYERS" --steps 5 --dtype "$DTYPE" --grad-checkpointing
 profile plain "$T"
+run_train ckpt "$T" 75 --layers "$LAYERS" --steps 5 --dtype "$DTYPE" --grad-checkpointing
 for dev in cuda wgpu; do
   t=$(cap 30); [ "$t" -gt 0 ] && timeout "$t" "$T" bench-forward --device $dev --config bench/polyglot-ko-1.3b.config.json \
     --prompt-len 128 --decode-steps 64 --reps 2 > "$W/decode-$dev.json" 2>&1

@@ -232,12 +232,15 @@ fn cuda_matmul(
     shape.extend([a.meta.shape()[d - 2], b.meta.shape()[d - 1]]);
     let c = empty_device_dtype(a.client.clone(), a.device.clone(), Shape::from(shape), out);
     // strides cuBLAS cannot take: contiguous copies, and a second try
-    let (a, b) = match plan(&layout(&a), &layout(&b), &layout(&c)) {
-        Some(_) => (a, b),
-        None => (into_contiguous(a), into_contiguous(b)),
-    };
-    let Some(p) = plan(&layout(&a), &layout(&b), &layout(&c)) else {
-        return Err((a, b));
+    let (a, b, p) = match plan(&layout(&a), &layout(&b), &layout(&c)) {
+        Some(p) => (a, b, p),
+        None => {
+            let (a, b) = (into_contiguous(a), into_contiguous(b));
+            let Some(p) = plan(&layout(&a), &layout(&b), &layout(&c)) else {
+                return Err((a, b));
+            };
+            (a, b, p)
+        }
     };
     match run(&gemm, &p, &a, &b, &c) {
         Ok(()) => Ok(c),

@@ -1,18 +1,18 @@
 //! Matmuls on CUDA through NVIDIA's cuBLAS, loaded at run time (`cudarc`'s dynamic loading, as
 //! burn-cuda loads the driver and NVRTC): what PyTorch multiplies with. burn 0.21's CubeCL
-//! matmul without autotune ran 51 TFLOP/s in f32 on an H100 and, autotuned, 180 in bf16, where
-//! cuBLAS runs about 790 in bf16.
+//! matmul without autotune ran 51 TFLOP/s in f32 on an H100 and 94 in bf16 on an H200, where
+//! cuBLAS runs 757 in bf16 (H200).
 //!
-//! cuBLAS runs on a stream of its own: CubeCL keeps its CUDA stream private. By default
-//! (`cublas`) each product waits, on the host, for the CubeCL stream to finish what it queued
-//! (the inputs are then written), runs, and waits for its own stream before it hands the result
-//! back (the next CubeCL kernel may read it at once): a few tens of microseconds per product,
-//! and the host cannot queue ahead. `LAW_POLYGLOT_MATMUL=cublas-async` leaves the waiting to
-//! the GPU: a one-unit CubeCL kernel stores a sequence number in a flag, cuBLAS's stream waits
+//! cuBLAS runs on a stream of its own: CubeCL keeps its CUDA stream private. Each product runs
+//! on CubeCL's device thread (`ComputeClient::exclusive`: one hand-over, in which the operands'
+//! addresses are looked up and the product queued). By default (`cublas`) the GPU orders the two
+//! streams: a one-unit CubeCL kernel stores a sequence number in a flag, cuBLAS's stream waits
 //! for it (`cuStreamWaitValue32`), multiplies and sets a second flag, and a CubeCL kernel holds
 //! CubeCL's stream until that flag is set (`kernels/flags.rs`). Memory a product reads or
 //! writes is reused only by work queued after it on either stream, so nothing waits on the
-//! host. Where the stream waits are refused it falls back to the host waits.
+//! host. Where the stream waits are refused, and with `LAW_POLYGLOT_MATMUL=cublas-sync`, the
+//! host waits instead: for CubeCL's stream to finish what it queued, then for cuBLAS's (measured
+//! on an H200: 198 ms a step against 183 with the GPU-side waits, the same losses).
 //!
 //! Used where libcublas (`libcublas.so.13` or `.12`, from a CUDA toolkit or PyTorch's
 //! `nvidia-cublas` wheel, on the library path) loads, unless `LAW_POLYGLOT_MATMUL=cubecl`;
@@ -39,7 +39,8 @@ use cudarc::driver::{CudaContext, CudaStream};
 
 use crate::gemm_plan::{GemmPlan, Layout, Op, plan};
 
-/// The variable that picks the matmul: `cublas` (the default), `cublas-async` or `cubecl`.
+/// The variable that picks the matmul: `cublas` (the default), `cublas-sync` or `cubecl`
+/// (`cublas-async`, the default's former name, is still read).
 pub const MATMUL_ENV: &str = "LAW_POLYGLOT_MATMUL";
 
 /// How CUDA products run.
@@ -47,17 +48,17 @@ pub const MATMUL_ENV: &str = "LAW_POLYGLOT_MATMUL";
 pub enum Mode {
     /// burn's CubeCL matmul.
     CubeCl,
-    /// cuBLAS, the host waiting for each stream in turn.
-    Cublas,
     /// cuBLAS, the streams waiting for each other on the GPU.
-    CublasAsync,
+    Cublas,
+    /// cuBLAS, the host waiting for each stream in turn.
+    CublasSync,
 }
 
 /// One device's cuBLAS handle on its own stream.
 struct Gemm {
     stream: Arc<CudaStream>,
     blas: CudaBlas,
-    /// `cublas-async`: CubeCL's `[ready, done]` flags and their device address, made at the
+    /// `cublas`: CubeCL's `[ready, done]` flags and their device address, made at the
     /// first product; `Err` once the GPU-side waits failed (the host waits from then on).
     flags: Option<Result<Flags, ()>>,
     /// The last sequence number signalled.
@@ -81,11 +82,11 @@ pub fn mode() -> Mode {
     *MODE.get_or_init(|| {
         let asked = match std::env::var(MATMUL_ENV).as_deref() {
             Ok("cubecl") => return Mode::CubeCl,
-            Ok("cublas-async") => Mode::CublasAsync,
-            Ok("cublas") | Err(_) => Mode::Cublas,
+            Ok("cublas-sync") => Mode::CublasSync,
+            Ok("cublas" | "cublas-async") | Err(_) => Mode::Cublas,
             Ok(other) => {
                 eprintln!(
-                    "warning: {MATMUL_ENV}={other:?} is none of cublas, cublas-async, cubecl; \
+                    "warning: {MATMUL_ENV}={other:?} is none of cublas, cublas-sync, cubecl; \
                      using cublas"
                 );
                 Mode::Cublas
@@ -109,12 +110,12 @@ pub fn available() -> bool {
     mode() != Mode::CubeCl
 }
 
-/// What multiplies on a CUDA device: `cublas`, `cublas-async` or `cubecl`.
+/// What multiplies on a CUDA device: `cublas`, `cublas-sync` or `cubecl`.
 pub fn backend_name() -> &'static str {
     match mode() {
         Mode::CubeCl => "cubecl",
         Mode::Cublas => "cublas",
-        Mode::CublasAsync => "cublas-async",
+        Mode::CublasSync => "cublas-sync",
     }
 }
 
@@ -257,7 +258,9 @@ fn warn_once(e: &str) {
 }
 
 /// Runs the plan on cuBLAS's stream, ordered after CubeCL's queued work and before what it
-/// queues next: by host waits, or (`cublas-async`) by the GPU.
+/// queues next: by the GPU, or (`cublas-sync`, or where the GPU-side waits fail) by host waits.
+/// It all runs on CubeCL's device thread, in one hand-over: the address lookups, the flag
+/// kernels and any host wait run there in place, not as three or more round trips.
 fn run(
     gemm: &Mutex<Gemm>,
     p: &GemmPlan,
@@ -265,6 +268,20 @@ fn run(
     b: &CubeTensor<CudaRuntime>,
     c: &CubeTensor<CudaRuntime>,
 ) -> Result<(), String> {
+    // CubeCL gives each host thread a stream of its own, and runs the closure on the caller's
+    let caller = std::thread::current().id();
+    c.client
+        .exclusive(|| run_here(gemm, p, [a, b, c], caller))
+        .map_err(|e| format!("{e:?}"))?
+}
+
+fn run_here(
+    gemm: &Mutex<Gemm>,
+    p: &GemmPlan,
+    tensors: [&CubeTensor<CudaRuntime>; 3],
+    caller: std::thread::ThreadId,
+) -> Result<(), String> {
+    let c = tensors[2];
     let client = &c.client;
     let ptr = |t: &CubeTensor<CudaRuntime>| {
         client
@@ -273,17 +290,17 @@ fn run(
             .map_err(|e| format!("{e:?}"))
     };
     // The tensors hold the memory: the caller keeps them until this returns, and any later
-    // reuse of it is queued after the product (behind the host waits, or the GPU's).
-    let ptrs = [ptr(a)?, ptr(b)?, ptr(c)?];
+    // reuse of it is queued after the product (behind the GPU's waits, or the host's).
+    let ptrs = [ptr(tensors[0])?, ptr(tensors[1])?, ptr(c)?];
     let mut gemm = gemm.lock().map_err(|e| e.to_string())?;
     gemm.stream
         .context()
         .bind_to_thread()
         .map_err(|e| e.to_string())?;
-    let types = [a, b, c].map(|t| data_type(t.dtype).expect("checked"));
+    let types = tensors.map(|t| data_type(t.dtype).expect("checked"));
     let launch = |g: &Gemm| launch(g, p, types, ptrs);
-    if mode() == Mode::CublasAsync {
-        match run_on_gpu(&mut gemm, c, launch) {
+    if mode() == Mode::Cublas {
+        match run_on_gpu(&mut gemm, c, caller, launch) {
             Ok(()) => return Ok(()),
             Err(AsyncError::Product(e)) => return Err(e),
             Err(AsyncError::OtherThread) => {}
@@ -307,11 +324,12 @@ enum AsyncError {
     Product(String),
 }
 
-/// `cublas-async`: CubeCL's stream signals, cuBLAS's stream waits for the signal, multiplies
+/// `cublas`: CubeCL's stream signals, cuBLAS's stream waits for the signal, multiplies
 /// and signals back, CubeCL's stream waits for that; the host goes on at once.
 fn run_on_gpu(
     gemm: &mut Gemm,
     c: &CubeTensor<CudaRuntime>,
+    caller: std::thread::ThreadId,
     launch: impl Fn(&Gemm) -> Result<(), String>,
 ) -> Result<(), AsyncError> {
     use cudarc::driver::sys::{
@@ -319,14 +337,14 @@ fn run_on_gpu(
         cuStreamWriteValue32_v2,
     };
     if gemm.flags.is_none() {
-        gemm.flags = Some(Ok(flags(c).map_err(AsyncError::Waits)?));
+        gemm.flags = Some(Ok(flags(c, caller).map_err(AsyncError::Waits)?));
     }
     let Some(Ok(flags)) = &gemm.flags else {
         return Err(AsyncError::Waits(
             "disabled after an earlier failure".into(),
         ));
     };
-    if flags.thread != std::thread::current().id() {
+    if flags.thread != caller {
         return Err(AsyncError::OtherThread);
     }
     let (tensor, ready, done) = (flags.tensor.clone(), flags.ptr, flags.ptr + 4);
@@ -356,7 +374,7 @@ fn run_on_gpu(
 }
 
 /// The `[ready, done]` flags, zeros, in CubeCL's memory on `c`'s device, and their address.
-fn flags(c: &CubeTensor<CudaRuntime>) -> Result<Flags, String> {
+fn flags(c: &CubeTensor<CudaRuntime>, caller: std::thread::ThreadId) -> Result<Flags, String> {
     let handle = c.client.create_from_slice(&[0u8; 8]);
     let ptr = c
         .client
@@ -376,7 +394,7 @@ fn flags(c: &CubeTensor<CudaRuntime>) -> Result<Flags, String> {
     Ok(Flags {
         tensor,
         ptr,
-        thread: std::thread::current().id(),
+        thread: caller,
     })
 }
 

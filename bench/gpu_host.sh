@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Where our LoRA step's time goes besides the GPU's kernels (issue 5), on a lent GPU, in one
+# run: budget under 5 minutes (a deadline cuts each step). Two builds side by side:
+#   - .gpu/plain/trainer.gz: this tree (each cuBLAS product one hand-over to CubeCL's device
+#     thread, GPU-side stream waits by default);
+#   - .gpu/prev/trainer.gz (optional): the build it is compared with (three hand-overs a
+#     product), run with LAW_POLYGLOT_MATMUL=cublas-async, its GPU-side waits.
+# Measures, polyglot-ko-1.3b shape, LoRA r8 qkv, bf16:
+#   - HF + PEFT's tokens/s at batch 8 x 512 (torch_gpu_baseline.py --quick), the peer;
+#   - ours at batch 8, both builds, and this one with host waits (cublas-sync);
+#   - ours at batch 1 and 16 (the host's work per step does not depend on the batch: a step
+#     time that hardly shrinks from 8 to 1 is the host's);
+#   - QLoRA (NF4 + double quantization), this build;
+#   - if nsys is on the machine, a trace of 3 steps of 4 layers: every kernel's time, cuBLAS's
+#     included, and the GPU's idle time between them.
+# Run: `bash bench/gpu_host.sh` with carry [".gpu/plain", ".gpu/prev"], timeout_s 420.
+set -uo pipefail
+. "$(dirname "$0")/gpu_env.sh" gpu-host 330
+printf '[compilation]\ncache = { file = "/tmp/cubecl-cache" }\n' > cubecl.toml
+echo "card: $GPU"
+. "$(dirname "$0")/gpu_peak.sh"
+TP=./.gpu/prev/trainer
+B1=${SHAPE/--batch 8/--batch 1}
+B16=${SHAPE/--batch 8/--batch 16}
+
+t=$(cap 90); [ "$t" -gt 0 ] && peak "$W/torch.peak" timeout "$t" python3 bench/torch_gpu_baseline.py "$W/torch" --quick \
+  > "$W/torch.jsonl" 2> "$W/torch.err"
+t=$(cap 30); [ "$t" -gt 0 ] && timeout "$t" "$T" bench-matmul --device "$DEV" --check > "$W/check.jsonl" 2> "$W/check.err"
+run_train new "$T" 40 --layers "$LAYERS" --steps 6 --dtype "$DTYPE"
+LAW_POLYGLOT_MATMUL=cublas-async run_train prev "$TP" 40 --layers "$LAYERS" --steps 6 --dtype "$DTYPE"
+LAW_POLYGLOT_MATMUL=cublas-sync run_train sync "$T" 40 --layers "$LAYERS" --steps 6 --dtype "$DTYPE"
+SHAPE=$B1 run_train b1 "$T" 30 --layers "$LAYERS" --steps 6 --dtype "$DTYPE"
+SHAPE=$B1 LAW_POLYGLOT_MATMUL=cublas-async run_train prev-b1 "$TP" 30 --layers "$LAYERS" --steps 6 --dtype "$DTYPE"
+SHAPE=$B16 run_train b16 "$T" 40 --layers "$LAYERS" --steps 6 --dtype "$DTYPE"
+run_train nf4 "$T" 40 --layers "$LAYERS" --steps 6 --dtype "$DTYPE" --quant nf4
+NSYS=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys /usr/local/cuda/nsight-systems*/bin/nsys 2>/dev/null | head -1)
+echo "nsys: ${NSYS:-not found}"
+t=$(cap 60 10)
+if [ -n "$NSYS" ] && [ "$t" -gt 0 ]; then
+  timeout "$t" "$NSYS" profile -t cuda -o "$W/step" --force-overwrite true "$T" bench-train --device "$DEV" $SHAPE \
+    --layers 4 --steps 3 --dtype "$DTYPE" > "$W/nsys.out" 2>&1
+  t=$(cap 40 5); [ "$t" -gt 0 ] && [ -f "$W/step.nsys-rep" ] && timeout "$t" "$NSYS" stats -r cuda_gpu_kern_sum,cuda_api_sum \
+    -f csv -o "$W/stats" "$W/step.nsys-rep" > "$W/nsys-stats.out" 2>&1
+  rm -f "$W/step.sqlite"
+fi
+rm -f cubecl.toml
+
+tj() { grep -h "$1" "$W/torch.jsonl" 2>/dev/null | grep -o "\"$2\": [0-9.e+-]*" | head -1 | cut -d' ' -f2; }
+theirs=$(tj "hf+peft" tokens_per_s)
+ratio() { awk -v a="$1" -v b="$theirs" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+row() { # name -> "tokens/s (ratio), ms/step, peak"
+  local f=$W/train-$1.json
+  echo "$(j "$f" tokens_per_s) tok/s ($(ratio "$(j "$f" tokens_per_s)")x), $(j "$f" ms_per_step) ms/step, $(cut -d' ' -f1-2 "$W/train-$1.peak" 2>/dev/null)"
+}
+losses() { grep -o '"losses":\[[^]]*' "$1" 2>/dev/null | cut -d[ -f2 | cut -d, -f1-3; }
+for f in "$W"/stats*.csv; do [ -f "$f" ] && { echo; echo "$(basename "$f"):"; head -25 "$f" | cut -c1-220; }; done
+echo
+echo "card: $GPU (budget: under 5.5 minutes; $SECONDS s used); HF + PEFT, bf16, 8 x 512: $theirs tokens/s"
+echo "| LoRA r8 qkv step, 1.3b shape, bf16 | tokens/s (against HF + PEFT at 8 x 512), ms/step, peak |"
+echo "|---|---|"
+echo "| 8 x 512, this build (one hand-over a product, GPU-side waits) | $(row new) |"
+echo "| 8 x 512, previous build (three hand-overs, GPU-side waits) | $(row prev) |"
+echo "| 8 x 512, this build, host waits (cublas-sync) | $(row sync) |"
+echo "| 1 x 512, this build | $(row b1) |"
+echo "| 1 x 512, previous build | $(row prev-b1) |"
+echo "| 16 x 512, this build | $(row b16) |"
+echo "| QLoRA NF4 + DQ, 8 x 512, this build | $(row nf4) |"
+echo "| first 3 losses: this build; previous; host waits | $(losses "$W/train-new.json"); $(losses "$W/train-prev.json"); $(losses "$W/train-sync.json") |"
+echo "| bench-matmul --check, largest relative difference | $(grep -o '"rel_err":[0-9.e+-]*' "$W/check.jsonl" 2>/dev/null | cut -d: -f2 | sort -g | tail -1) |"
+pack_out --exclude='mem.*' --exclude='*.nsys-rep'

@@ -16,9 +16,7 @@ use burn::module::AutodiffModule;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{DType, FloatDType, Int, Tensor};
 
-use crate::backend::{
-    ModelBackend, causal_attention_bf16, causal_probs, from_prim, linear_in, to_prim,
-};
+use crate::backend::{ModelBackend, causal_attention_bf16, from_prim, linear_in, to_prim};
 use crate::base_weight::Nf4Weight;
 use crate::rope::Rope;
 
@@ -44,11 +42,19 @@ impl<B: ModelBackend> Backward<B, 1> for QkvAttention {
         unary::<B, _>(ops.parents, ops.node, grads, |g| {
             let c = (q.dims()[3] as f64).powf(-0.5);
             let g: Tensor<B, 4> = from_prim(g);
-            let p = causal_probs(q.clone(), k.clone(), bf16);
+            // rounded once for both products
+            let g = if bf16 { g.cast(FloatDType::BF16) } else { g };
+            // P in f32 (the softmax's backward reads it unrounded, as autodiff through the
+            // forward would), rounded to bf16 for `dv` by the product
+            let p = B::causal_softmax(B::gemm(q.clone(), k.clone().transpose(), bf16), c);
             let dv = B::gemm(p.clone().transpose(), g.clone(), bf16);
             let dp = B::gemm(g, v.transpose(), bf16);
-            // scaled before it is rounded to bf16, as autodiff through the forward would
-            let ds = B::softmax_backward(p, dp, c);
+            // in f32 and scaled, then rounded to bf16 once for both products
+            let ds = if bf16 {
+                B::softmax_backward_as(p, dp, c, FloatDType::BF16)
+            } else {
+                B::softmax_backward(p, dp, c)
+            };
             let dk = B::gemm(ds.clone().transpose(), q, bf16);
             let dq = B::gemm(ds, k, bf16);
             to_prim(B::split_qkv_rope_backward(dq, dk, dv, &rope))
@@ -223,14 +229,14 @@ impl<B: ModelBackend, C: CheckpointStrategy> ModelBackend for Autodiff<B, C> {
     fn qkv_attention(qkv: Tensor<Self, 4>, rope: &Rope<Self>, bf16: bool) -> Tensor<Self, 4> {
         let qkv = to_prim(qkv);
         let rope = rope.inner();
-        let (q, k, v) = B::split_qkv_rope(from_prim::<B, 4>(qkv.primitive.clone()), &rope);
+        let inner = from_prim::<B, 4>(qkv.primitive.clone());
         let (q, k, v, y) = if bf16 {
-            // cast once: the forward matmuls and the state share the bf16 copies
-            let bf = FloatDType::BF16;
-            let (q, k, v) = (q.cast(bf), k.cast(bf), v.cast(bf));
+            // written in bf16 once: the forward matmuls and the state share them
+            let (q, k, v) = B::split_qkv_rope_as(inner, &rope, FloatDType::BF16);
             let y = causal_attention_bf16(q.clone(), k.clone(), v.clone());
             (q, k, v, y)
         } else {
+            let (q, k, v) = B::split_qkv_rope(inner, &rope);
             let y = B::causal_attention(q.clone(), k.clone(), v.clone());
             (q, k, v, y)
         };
@@ -326,7 +332,7 @@ impl<B: ModelBackend, C: CheckpointStrategy> ModelBackend for Autodiff<B, C> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::split_qkv;
+    use crate::backend::{causal_probs, split_qkv};
     use burn::backend::Flex;
     use burn::tensor::TensorPrimitive;
     use burn::tensor::{Distribution, Tolerance};

@@ -98,6 +98,39 @@ pub trait ModelBackend: Backend {
         p * (dp - row) * scale
     }
 
+    /// [`causal_softmax`](Self::causal_softmax) computed in the scores' dtype, the
+    /// probabilities written in `dtype` (bf16 for the bf16 product that takes them).
+    fn causal_softmax_as(
+        scores: Tensor<Self, 4>,
+        scale: f64,
+        dtype: FloatDType,
+    ) -> Tensor<Self, 4> {
+        Self::causal_softmax(scores, scale).cast(dtype)
+    }
+
+    /// [`softmax_backward`](Self::softmax_backward) computed in `dp`'s dtype (`p` may be bf16),
+    /// the gradient written in `dtype`.
+    fn softmax_backward_as(
+        p: Tensor<Self, 4>,
+        dp: Tensor<Self, 4>,
+        scale: f64,
+        dtype: FloatDType,
+    ) -> Tensor<Self, 4> {
+        let p = p.cast(dp.dtype());
+        Self::softmax_backward(p, dp, scale).cast(dtype)
+    }
+
+    /// [`split_qkv_rope`](Self::split_qkv_rope) computed in `qkv`'s dtype, q, k and v written
+    /// in `dtype`.
+    fn split_qkv_rope_as(
+        qkv: Tensor<Self, 4>,
+        rope: &Rope<Self>,
+        dtype: FloatDType,
+    ) -> (Tensor<Self, 4>, Tensor<Self, 4>, Tensor<Self, 4>) {
+        let (q, k, v) = Self::split_qkv_rope(qkv, rope);
+        (q.cast(dtype), k.cast(dtype), v.cast(dtype))
+    }
+
     /// q and k (the rotary embedding applied) and v, `[b, h, T, d]` each, from the fused
     /// projection `qkv: [b, h, T, 3·d]` (each head's q, k and v in turn), as tensors of their
     /// own (not views of `qkv`).
@@ -277,10 +310,17 @@ pub fn causal_attention_bf16<B: ModelBackend>(
 
 /// The attention probabilities `softmax(q·kᵀ/√d + causal mask)`, `[b, h, T, S]`, materialised
 /// (the backward pass of [`ModelBackend::causal_attention`] and the reference in tests), in
-/// f32; `bf16`: `q·kᵀ` from bf16 factors ([`matmul`]).
+/// f32; `bf16`: `q·kᵀ` from bf16 factors ([`matmul`]) and the probabilities, computed in f32,
+/// written in bf16 (what the product with v would round them to).
 pub fn causal_probs<B: ModelBackend>(q: Tensor<B, 4>, k: Tensor<B, 4>, bf16: bool) -> Tensor<B, 4> {
     let d = q.dims()[3];
-    B::causal_softmax(B::gemm(q, k.transpose(), bf16), (d as f64).powf(-0.5))
+    let scores = B::gemm(q, k.transpose(), bf16);
+    let scale = (d as f64).powf(-0.5);
+    if bf16 {
+        B::causal_softmax_as(scores, scale, FloatDType::BF16)
+    } else {
+        B::causal_softmax(scores, scale)
+    }
 }
 
 impl ModelBackend for burn::backend::Flex {}
@@ -338,16 +378,47 @@ where
     }
 
     fn causal_softmax(scores: Tensor<Self, 4>, scale: f64) -> Tensor<Self, 4> {
-        from_prim(crate::kernels::causal_softmax(to_prim(scores), scale))
+        let dtype = scores.dtype();
+        from_prim(crate::kernels::causal_softmax(
+            to_prim(scores),
+            scale,
+            dtype,
+        ))
+    }
+
+    fn causal_softmax_as(
+        scores: Tensor<Self, 4>,
+        scale: f64,
+        dtype: FloatDType,
+    ) -> Tensor<Self, 4> {
+        from_prim(crate::kernels::causal_softmax(
+            to_prim(scores),
+            scale,
+            dtype.into(),
+        ))
     }
 
     fn split_qkv_rope(
         qkv: Tensor<Self, 4>,
         rope: &Rope<Self>,
     ) -> (Tensor<Self, 4>, Tensor<Self, 4>, Tensor<Self, 4>) {
+        let dtype = qkv.dtype().into();
+        Self::split_qkv_rope_as(qkv, rope, dtype)
+    }
+
+    fn split_qkv_rope_as(
+        qkv: Tensor<Self, 4>,
+        rope: &Rope<Self>,
+        dtype: FloatDType,
+    ) -> (Tensor<Self, 4>, Tensor<Self, 4>, Tensor<Self, 4>) {
         let (cos, sin) = rope.tables();
-        let [q, k, v] =
-            crate::kernels::split_qkv_rope(to_prim(qkv), to_prim(cos), to_prim(sin), rope.ndims());
+        let [q, k, v] = crate::kernels::split_qkv_rope(
+            to_prim(qkv),
+            to_prim(cos),
+            to_prim(sin),
+            rope.ndims(),
+            dtype.into(),
+        );
         (from_prim(q), from_prim(k), from_prim(v))
     }
 
@@ -373,10 +444,21 @@ where
     }
 
     fn softmax_backward(p: Tensor<Self, 4>, dp: Tensor<Self, 4>, scale: f64) -> Tensor<Self, 4> {
+        let dtype = dp.dtype().into();
+        Self::softmax_backward_as(p, dp, scale, dtype)
+    }
+
+    fn softmax_backward_as(
+        p: Tensor<Self, 4>,
+        dp: Tensor<Self, 4>,
+        scale: f64,
+        dtype: FloatDType,
+    ) -> Tensor<Self, 4> {
         from_prim(crate::kernels::softmax_backward(
             to_prim(p),
             to_prim(dp),
             scale,
+            dtype.into(),
         ))
     }
 

@@ -7,10 +7,10 @@ use super::*;
 /// its position `t`, and the offset of the same `[b, h, t]` row in `strided` (`[b, h, T, ·]`,
 /// any strides).
 #[cube]
-fn head_coords<F: Float>(
+fn head_coords<F: Float, G: Float>(
     pos: usize,
     like: &Tensor<F>,
-    strided: &Tensor<F>,
+    strided: &Tensor<G>,
 ) -> (usize, usize, usize) {
     let d = like.shape(3);
     let tl = like.shape(2);
@@ -25,25 +25,26 @@ fn head_coords<F: Float>(
 /// One unit per element of q, k and v (`[b, h, T, d]`, contiguous) from the fused projection
 /// `qkv: [b, h, T, 3·d]` (any strides): `x·cos + rotate_half(x)·sin` for q and k, v copied.
 /// `rotate_half(x)` is `−x[j + ndims/2]` below `ndims/2`, `x[j − ndims/2]` up to `ndims`, 0
-/// beyond (where the tables hold cos 1 and sin 0).
+/// beyond (where the tables hold cos 1 and sin 0). Computed in `F`, written in `O` (bf16 for
+/// bf16 products: no cast after).
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-fn split_qkv_rope_kernel<F: Float>(
+fn split_qkv_rope_kernel<F: Float, O: Float>(
     qkv: &Tensor<F>,
     cos: &Tensor<F>,
     sin: &Tensor<F>,
-    q: &mut Tensor<F>,
-    k: &mut Tensor<F>,
-    v: &mut Tensor<F>,
+    q: &mut Tensor<O>,
+    k: &mut Tensor<O>,
+    v: &mut Tensor<O>,
     ndims: u32,
-    #[define(F)] _dtype: StorageType,
+    #[define(F, O)] _dtypes: [StorageType; 2],
 ) {
     let pos = ABSOLUTE_POS;
     if pos >= q.len() {
         terminate!();
     }
     let d = q.shape(3);
-    let (j, t, base) = head_coords::<F>(pos, q, qkv);
+    let (j, t, base) = head_coords::<O, F>(pos, q, qkv);
     let s3 = qkv.stride(3);
     let nd = ndims as usize;
     let half = nd / 2;
@@ -58,9 +59,9 @@ fn split_qkv_rope_kernel<F: Float>(
     }
     let c = cos[t * d + j];
     let sn = sin[t * d + j];
-    q[pos] = qkv[base + j * s3] * c + rq * sn;
-    k[pos] = qkv[base + (d + j) * s3] * c + rk * sn;
-    v[pos] = qkv[base + (2 * d + j) * s3];
+    q[pos] = O::cast_from(qkv[base + j * s3] * c + rq * sn);
+    k[pos] = O::cast_from(qkv[base + (d + j) * s3] * c + rk * sn);
+    v[pos] = O::cast_from(qkv[base + (2 * d + j) * s3]);
 }
 
 /// The adjoint of [`split_qkv_rope_kernel`]: one unit per element of `dq`, `dk`, `dv`
@@ -84,7 +85,7 @@ fn split_qkv_rope_backward_kernel<F: Float>(
         terminate!();
     }
     let d = dq.shape(3);
-    let (j, t, base) = head_coords::<F>(pos, dq, out);
+    let (j, t, base) = head_coords::<F, F>(pos, dq, out);
     let s3 = out.stride(3);
     let nd = ndims as usize;
     let half = nd / 2;
@@ -109,19 +110,20 @@ fn split_qkv_rope_backward_kernel<F: Float>(
 
 /// q and k (rotary embedding applied) and v, `[b, h, T, d]` each and contiguous, from the
 /// fused projection `qkv: [b, h, T, 3·d]` (read through its strides, no copy first) and the
-/// `[1, 1, T, d]` tables, in one pass.
+/// `[1, 1, T, d]` tables, in one pass, written in `out` (computed in `qkv`'s dtype).
 pub fn split_qkv_rope<R: CubeRuntime>(
     qkv: CubeTensor<R>,
     cos: CubeTensor<R>,
     sin: CubeTensor<R>,
     ndims: usize,
+    out: DType,
 ) -> [CubeTensor<R>; 3] {
     let (cos, sin) = (contiguous_like(cos, &qkv), contiguous_like(sin, &qkv));
     let dims = qkv.meta.shape().clone();
     let shape = Shape::new([dims[0], dims[1], dims[2], dims[3] / 3]);
-    let [q, k, v] = [(); 3].map(|_| empty_like(&qkv, shape.clone(), qkv.dtype));
+    let [q, k, v] = [(); 3].map(|_| empty_like(&qkv, shape.clone(), out));
     let (count, dim) = elemwise_launch(&q);
-    let dtype = qkv.dtype;
+    let dtypes = [qkv.dtype.into(), out.into()];
     split_qkv_rope_kernel::launch::<R>(
         &qkv.client.clone(),
         count,
@@ -133,7 +135,7 @@ pub fn split_qkv_rope<R: CubeRuntime>(
         k.clone().into_tensor_arg(),
         v.clone().into_tensor_arg(),
         ndims as u32,
-        dtype.into(),
+        dtypes,
     );
     [q, k, v]
 }
@@ -168,18 +170,19 @@ pub fn split_qkv_rope_backward<R: CubeRuntime>(
 }
 
 /// One cube per row of `len` scores: row `r` is query `r mod t`, which sees the first
-/// `len − t + r mod t + 1` keys; `p = exp(s·scale − log Σ exp(s·scale))` over those, 0 beyond.
+/// `len − t + r mod t + 1` keys; `p = exp(s·scale − log Σ exp(s·scale))` over those, 0 beyond;
+/// computed in `F`, written in `O`.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-fn causal_softmax_kernel<F: Float>(
+fn causal_softmax_kernel<F: Float, O: Float>(
     s: &Tensor<F>,
-    p: &mut Tensor<F>,
+    p: &mut Tensor<O>,
     rows: u32,
     t: u32,
     len: u32,
     scale: f32,
     #[comptime] units: u32,
-    #[define(F)] _dtype: StorageType,
+    #[define(F, O)] _dtypes: [StorageType; 2],
 ) {
     let row = CUBE_POS;
     if row >= rows as usize {
@@ -196,25 +199,27 @@ fn causal_softmax_kernel<F: Float>(
     let mut k = UNIT_POS as usize;
     while k < len {
         if k < visible {
-            p[base + k] = F::exp(s[base + k] * sc - lse);
+            p[base + k] = O::cast_from(F::exp(s[base + k] * sc - lse));
         } else {
-            p[base + k] = F::new(0.0);
+            p[base + k] = O::new(0.0);
         }
         k += step;
     }
 }
 
-/// One cube per row: `ds = p·(dp − Σ p·dp)·scale`.
+/// One cube per row: `ds = p·(dp − Σ p·dp)·scale`, computed in `dp`'s type `F` (`p` may be
+/// bf16), written in `O`.
 #[cube(launch)]
-fn softmax_backward_kernel<F: Float>(
-    p: &Tensor<F>,
+#[allow(clippy::too_many_arguments)]
+fn softmax_backward_kernel<P: Float, F: Float, O: Float>(
+    p: &Tensor<P>,
     dp: &Tensor<F>,
-    ds: &mut Tensor<F>,
+    ds: &mut Tensor<O>,
     rows: u32,
     len: u32,
     scale: f32,
     #[comptime] units: u32,
-    #[define(F)] _dtype: StorageType,
+    #[define(P, F, O)] _dtypes: [StorageType; 3],
 ) {
     let row = CUBE_POS;
     if row >= rows as usize {
@@ -227,26 +232,31 @@ fn softmax_backward_kernel<F: Float>(
     let mut acc = F::new(0.0);
     let mut i = UNIT_POS as usize;
     while i < len {
-        acc += p[base + i] * dp[base + i];
+        acc += F::cast_from(p[base + i]) * dp[base + i];
         i += step;
     }
     let dot = cube_sum::<F>(acc, &mut buf);
     let sc = F::cast_from(scale);
     let mut j = UNIT_POS as usize;
     while j < len {
-        ds[base + j] = p[base + j] * (dp[base + j] - dot) * sc;
+        ds[base + j] = O::cast_from(F::cast_from(p[base + j]) * (dp[base + j] - dot) * sc);
         j += step;
     }
 }
 
 /// `softmax(scores·scale + causal mask)` over the last dimension of `scores: [b, h, T, S]`
-/// (query `i` sees keys `0..=S − T + i`), one cube per row.
-pub fn causal_softmax<R: CubeRuntime>(scores: CubeTensor<R>, scale: f64) -> CubeTensor<R> {
+/// (query `i` sees keys `0..=S − T + i`), one cube per row, computed in the scores' dtype and
+/// written in `out`.
+pub fn causal_softmax<R: CubeRuntime>(
+    scores: CubeTensor<R>,
+    scale: f64,
+    out: DType,
+) -> CubeTensor<R> {
     let s = into_contiguous(scores);
     let t = s.meta.shape()[2];
-    let p = empty_like(&s, s.meta.shape().clone(), s.dtype);
+    let p = empty_like(&s, s.meta.shape().clone(), out);
     let (rows, len, count, dim, units) = row_launch(&s);
-    let dtype = s.dtype;
+    let dtypes = [s.dtype.into(), out.into()];
     causal_softmax_kernel::launch::<R>(
         &s.client.clone(),
         count,
@@ -258,23 +268,25 @@ pub fn causal_softmax<R: CubeRuntime>(scores: CubeTensor<R>, scale: f64) -> Cube
         len as u32,
         scale as f32,
         units,
-        dtype.into(),
+        dtypes,
     );
     p
 }
 
 /// The scores' gradient from the softmax output `p` and its gradient `dp` (same shape):
-/// `p·(dp − rowsum(p·dp))·scale`, one cube per row.
+/// `p·(dp − rowsum(p·dp))·scale`, one cube per row, computed in `dp`'s dtype (`p` may be bf16)
+/// and written in `out`.
 pub fn softmax_backward<R: CubeRuntime>(
     p: CubeTensor<R>,
     dp: CubeTensor<R>,
     scale: f64,
+    out: DType,
 ) -> CubeTensor<R> {
     let p = into_contiguous(p);
-    let dp = contiguous_like(dp, &p);
-    let ds = empty_like(&p, p.meta.shape().clone(), p.dtype);
+    let dp = into_contiguous(dp);
+    let ds = empty_like(&p, p.meta.shape().clone(), out);
     let (rows, len, count, dim, units) = row_launch(&p);
-    let dtype = p.dtype;
+    let dtypes = [p.dtype.into(), dp.dtype.into(), out.into()];
     softmax_backward_kernel::launch::<R>(
         &p.client.clone(),
         count,
@@ -286,7 +298,7 @@ pub fn softmax_backward<R: CubeRuntime>(
         len as u32,
         scale as f32,
         units,
-        dtype.into(),
+        dtypes,
     );
     ds
 }

@@ -3,10 +3,11 @@
 
 use super::*;
 
-/// Mean and `1/√(var + ε)` of row `base..base + n` of `x`, every unit striding over it.
+/// Mean and `1/√(var + ε)` of row `base..base + n` of `x` (read as `F`), every unit striding
+/// over it.
 #[cube]
-fn row_stats<F: Float>(
-    x: &Tensor<F>,
+fn row_stats<X: Float, F: Float>(
+    x: &Tensor<X>,
     base: usize,
     n: usize,
     eps: f32,
@@ -18,14 +19,14 @@ fn row_stats<F: Float>(
     let mut acc = F::new(0.0);
     let mut i = UNIT_POS as usize;
     while i < n {
-        acc += x[base + i];
+        acc += F::cast_from(x[base + i]);
         i += step;
     }
     let mean = cube_sum::<F>(acc, buf) / nf;
     let mut acc2 = F::new(0.0);
     let mut j = UNIT_POS as usize;
     while j < n {
-        let c = x[base + j] - mean;
+        let c = F::cast_from(x[base + j]) - mean;
         acc2 += c * c;
         j += step;
     }
@@ -53,7 +54,7 @@ fn layernorm_kernel<F: Float>(
     let n = n as usize;
     let base = row * n;
     let mut buf = SharedMemory::<F>::new(units as usize);
-    let (mean, rstd) = row_stats::<F>(x, base, n, eps, &mut buf, units);
+    let (mean, rstd) = row_stats::<F, F>(x, base, n, eps, &mut buf, units);
     let mut i = UNIT_POS as usize;
     while i < n {
         y[base + i] = (x[base + i] - mean) * rstd * gamma[i] + beta[i];
@@ -63,11 +64,11 @@ fn layernorm_kernel<F: Float>(
 
 /// One cube per row: with `x̂ = (x − mean)·rstd` and `d = g·gamma`,
 /// `dx = (d − mean(d) − x̂·mean(d·x̂))·rstd`; with `affine`, `gx = g·x̂` too (summed over rows
-/// into gamma's gradient by the caller).
+/// into gamma's gradient by the caller). In `g`'s type `F`; the saved `x` may be bf16.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-fn layernorm_backward_kernel<F: Float>(
-    x: &Tensor<F>,
+fn layernorm_backward_kernel<X: Float, F: Float>(
+    x: &Tensor<X>,
     gamma: &Tensor<F>,
     g: &Tensor<F>,
     dx: &mut Tensor<F>,
@@ -77,7 +78,7 @@ fn layernorm_backward_kernel<F: Float>(
     eps: f32,
     #[comptime] units: u32,
     #[comptime] affine: bool,
-    #[define(F)] _dtype: StorageType,
+    #[define(X, F)] _dtypes: [StorageType; 2],
 ) {
     let row = CUBE_POS;
     if row >= rows as usize {
@@ -87,12 +88,12 @@ fn layernorm_backward_kernel<F: Float>(
     let step = units as usize;
     let base = row * n;
     let mut buf = SharedMemory::<F>::new(units as usize);
-    let (mean, rstd) = row_stats::<F>(x, base, n, eps, &mut buf, units);
+    let (mean, rstd) = row_stats::<X, F>(x, base, n, eps, &mut buf, units);
     let mut sd = F::new(0.0);
     let mut sdx = F::new(0.0);
     let mut i = UNIT_POS as usize;
     while i < n {
-        let xhat = (x[base + i] - mean) * rstd;
+        let xhat = (F::cast_from(x[base + i]) - mean) * rstd;
         let d = g[base + i] * gamma[i];
         sd += d;
         sdx += d * xhat;
@@ -103,7 +104,7 @@ fn layernorm_backward_kernel<F: Float>(
     let mean_dx = cube_sum::<F>(sdx, &mut buf) / nf;
     let mut j = UNIT_POS as usize;
     while j < n {
-        let xhat = (x[base + j] - mean) * rstd;
+        let xhat = (F::cast_from(x[base + j]) - mean) * rstd;
         let gj = g[base + j];
         dx[base + j] = (gj * gamma[j] - mean_d - xhat * mean_dx) * rstd;
         if affine {
@@ -154,14 +155,18 @@ pub fn layernorm_backward<R: CubeRuntime>(
     eps: f64,
     affine: bool,
 ) -> (CubeTensor<R>, Option<CubeTensor<R>>) {
-    let (gamma, g) = (into_contiguous(gamma), into_contiguous(g));
-    let x = contiguous_like(x, &g);
+    let (gamma, g, x) = (
+        into_contiguous(gamma),
+        into_contiguous(g),
+        into_contiguous(x),
+    );
+    let gamma = contiguous_like(gamma, &g);
     let shape = g.meta.shape().clone();
     let dx = empty_like(&g, shape.clone(), g.dtype);
     // without `affine` the kernel never writes `gx`: a one-element placeholder
     let gx = empty_like(&g, if affine { shape } else { Shape::new([1]) }, g.dtype);
     let (rows, n, count, dim, units) = row_launch(&g);
-    let dtype = g.dtype;
+    let dtypes = [x.dtype.into(), g.dtype.into()];
     layernorm_backward_kernel::launch::<R>(
         &g.client.clone(),
         count,
@@ -176,7 +181,7 @@ pub fn layernorm_backward<R: CubeRuntime>(
         eps as f32,
         units,
         affine,
-        dtype.into(),
+        dtypes,
     );
     (dx, affine.then_some(gx))
 }

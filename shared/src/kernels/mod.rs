@@ -9,8 +9,11 @@
 //! log-sum-exp in one pass, the online softmax), as llm.c's
 //! kernels do.
 //!
-//! Inputs are made contiguous first, and a saved input kept in bf16 (`--dtype bf16`) is cast
-//! to the gradient's dtype: each kernel has one float type, which the tests check on wgpu.
+//! Inputs are made contiguous first. Kernels compute in the gradient's (or the scores') dtype
+//! and read or write bf16 where `--dtype bf16` keeps or feeds bf16: a saved bf16 input is
+//! read as it is (GELU's and LayerNorm's backward), and q, k, v, the attention probabilities
+//! and their gradient are written in bf16 for the bf16 products that take them, with no cast
+//! kernel between. The tests check each kernel on wgpu.
 
 use burn::tensor::{DType, Shape};
 use burn_cubecl::CubeRuntime;

@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Where our LoRA step's time goes besides the GPU's kernels (issue 5), on a lent GPU, in one
-# run: budget under 5 minutes (a deadline cuts each step). Two builds side by side:
-#   - .gpu/plain/trainer.gz: this tree (each cuBLAS product one hand-over to CubeCL's device
-#     thread, GPU-side stream waits by default);
-#   - .gpu/prev/trainer.gz (optional): the build it is compared with (three hand-overs a
-#     product), run with LAW_POLYGLOT_MATMUL=cublas-async, its GPU-side waits.
+# run: budget under 5.5 minutes (a deadline cuts each step). Two builds side by side:
+#   - .gpu/plain/trainer.gz: this tree;
+#   - .gpu/prev/trainer.gz (optional): the build it is compared with (BUILT_FROM names it),
+#     run with LAW_POLYGLOT_MATMUL=cublas-async (GPU-side stream waits in every build since
+#     9b87273); where both multiply the same way their losses agree to the bit.
 # Measures, polyglot-ko-1.3b shape, LoRA r8 qkv, bf16:
 #   - HF + PEFT's tokens/s at batch 8 x 512 (torch_gpu_baseline.py --quick), the peer;
 #   - ours at batch 8, both builds, and this one with host waits (cublas-sync);
 #   - ours at batch 1 and 16 (the host's work per step does not depend on the batch: a step
 #     time that hardly shrinks from 8 to 1 is the host's);
 #   - QLoRA (NF4 + double quantization), this build;
+#   - a CubeCL kernel profile of 3 steps of 4 layers (profile.log: cuBLAS's kernels are not in
+#     it; bench/kernel_profile.py reads it);
 #   - if nsys is on the machine, a trace of 3 steps of 4 layers: every kernel's time, cuBLAS's
 #     included, and the GPU's idle time between them.
 # Run: `bash bench/gpu_host.sh` with carry [".gpu/plain", ".gpu/prev"], timeout_s 420.
@@ -33,6 +35,14 @@ SHAPE=$B1 run_train b1 "$T" 30 --layers "$LAYERS" --steps 6 --dtype "$DTYPE"
 SHAPE=$B1 LAW_POLYGLOT_MATMUL=cublas-async run_train prev-b1 "$TP" 30 --layers "$LAYERS" --steps 6 --dtype "$DTYPE"
 SHAPE=$B16 run_train b16 "$T" 40 --layers "$LAYERS" --steps 6 --dtype "$DTYPE"
 run_train nf4 "$T" 40 --layers "$LAYERS" --steps 6 --dtype "$DTYPE" --quant nf4
+t=$(cap 40 20)
+if [ "$t" -gt 0 ]; then
+  printf '[compilation]\ncache = { file = "/tmp/cubecl-cache" }\n[profiling.logger]\nlevel = "basic"\nfile = "%s"\n' \
+    "$W/profile.log" > cubecl.toml
+  timeout "$t" "$T" bench-train --device "$DEV" $SHAPE --layers 4 --steps 3 --dtype "$DTYPE" > "$W/train-profile.json" 2> "$W/profile.err"
+  printf '[compilation]\ncache = { file = "/tmp/cubecl-cache" }\n' > cubecl.toml
+  python3 bench/kernel_profile.py "$W/profile.log" --steps 6 --top 20 > "$W/profile.md" 2>&1
+fi
 NSYS=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys /usr/local/cuda/nsight-systems*/bin/nsys 2>/dev/null | head -1)
 echo "nsys: ${NSYS:-not found}"
 t=$(cap 60 10)
@@ -53,16 +63,18 @@ row() { # name -> "tokens/s (ratio), ms/step, peak"
   echo "$(j "$f" tokens_per_s) tok/s ($(ratio "$(j "$f" tokens_per_s)")x), $(j "$f" ms_per_step) ms/step, $(cut -d' ' -f1-2 "$W/train-$1.peak" 2>/dev/null)"
 }
 losses() { grep -o '"losses":\[[^]]*' "$1" 2>/dev/null | cut -d[ -f2 | cut -d, -f1-3; }
+[ -f "$W/profile.md" ] && { echo; echo "CubeCL kernels, 4 layers:"; cat "$W/profile.md"; }
 for f in "$W"/stats*.csv; do [ -f "$f" ] && { echo; echo "$(basename "$f"):"; head -25 "$f" | cut -c1-220; }; done
 echo
 echo "card: $GPU (budget: under 5.5 minutes; $SECONDS s used); HF + PEFT, bf16, 8 x 512: $theirs tokens/s"
 echo "| LoRA r8 qkv step, 1.3b shape, bf16 | tokens/s (against HF + PEFT at 8 x 512), ms/step, peak |"
 echo "|---|---|"
-echo "| 8 x 512, this build (one hand-over a product, GPU-side waits) | $(row new) |"
-echo "| 8 x 512, previous build (three hand-overs, GPU-side waits) | $(row prev) |"
+echo "| 8 x 512, this build ($(cat .gpu/plain/BUILT_FROM 2>/dev/null | cut -c1-12)) | $(row new) |"
+echo "| 8 x 512, previous build ($(cat .gpu/prev/BUILT_FROM 2>/dev/null | cut -c1-20)) | $(row prev) |"
 echo "| 8 x 512, this build, host waits (cublas-sync) | $(row sync) |"
 echo "| 1 x 512, this build | $(row b1) |"
 echo "| 1 x 512, previous build | $(row prev-b1) |"
+echo "| 4 layers, profiled (CubeCL kernels timed one by one) | $(row profile) |"
 echo "| 16 x 512, this build | $(row b16) |"
 echo "| QLoRA NF4 + DQ, 8 x 512, this build | $(row nf4) |"
 echo "| first 3 losses: this build; previous; host waits | $(losses "$W/train-new.json"); $(losses "$W/train-prev.json"); $(losses "$W/train-sync.json") |"

@@ -53,7 +53,7 @@ def step_period(names, steps):
     repeat each other (the first step compiles and the second creates the optimizer state;
     two steps' worth would need twice as many repeats, so the largest n is one step). The
     last lines may be missing (the logger thread stops with the process): up to 63 are
-    trimmed until a period with a matmul in it appears."""
+    trimmed until a period of more than five kinds of kernel appears."""
     k = max(steps - 2, 2)
     for end_trim in range(0, 64):  # the async logger may lose the last lines at exit
         seq = names[: len(names) - end_trim]
@@ -61,10 +61,11 @@ def step_period(names, steps):
             if any(seq[-j] != seq[-j - n] for j in (1, 2, 3)):
                 continue  # cheap rejection before comparing whole blocks
             block = seq[len(seq) - n :]
-            # A step has matmuls: this skips runs of one kernel (the per-parameter updates).
-            if seq[len(seq) - k * n : len(seq) - n] == seq[len(seq) - (k - 1) * n :] and any(
-                b.startswith("Matmul") for b in block
-            ):
+            # A step has many kinds of kernels (its matmuls may be cuBLAS's, not in the log):
+            # this skips runs of a few kernels (the per-parameter updates).
+            if seq[len(seq) - k * n : len(seq) - n] == seq[len(seq) - (k - 1) * n :] and len(
+                set(block)
+            ) > 5:
                 return n, end_trim
     return None, 0
 

@@ -33,8 +33,9 @@ cap() { # wanted_seconds [reserve_s] -> min(wanted, time left - reserve); 0 when
   local left=$((DEADLINE - SECONDS - ${2:-0}))
   if [ "$left" -lt 15 ]; then echo 0; elif [ "$1" -lt "$left" ]; then echo "$1"; else echo "$left"; fi
 }
-j() { # file field -> the first number of "field" in a JSON file, rounded for a table
-  grep -o "\"$2\":[0-9.e+-]*" "$1" 2>/dev/null | head -1 | cut -d: -f2 |
+j() { # file field -> the first number of "field" in a JSON file (ours or Python's, with a space
+  # after the colon), rounded for a table
+  grep -o "\"$2\": *[0-9.e+-]*" "$1" 2>/dev/null | head -1 | cut -d: -f2 | tr -d ' ' |
     awk '{ if ($1 >= 100) printf "%.0f", $1; else printf "%.3g", $1 }'
 }
 pack_out() { # tar options... : $W into $OUT/NAME.tgz when the device tool gave an $OUT

@@ -309,8 +309,8 @@ pub fn causal_attention_bf16<B: ModelBackend>(
 }
 
 /// The attention probabilities `softmax(q·kᵀ/√d + causal mask)`, `[b, h, T, S]`, materialised
-/// (the backward pass of [`ModelBackend::causal_attention`] and the reference in tests), in
-/// f32; `bf16`: `q·kᵀ` from bf16 factors ([`matmul`]) and the probabilities, computed in f32,
+/// (attention on the CubeCL backends and in bf16, and the reference in tests), in f32;
+/// `bf16`: `q·kᵀ` from bf16 factors ([`matmul`]) and the probabilities, computed in f32,
 /// written in bf16 (what the product with v would round them to).
 pub fn causal_probs<B: ModelBackend>(q: Tensor<B, 4>, k: Tensor<B, 4>, bf16: bool) -> Tensor<B, 4> {
     let d = q.dims()[3];
@@ -378,12 +378,8 @@ where
     }
 
     fn causal_softmax(scores: Tensor<Self, 4>, scale: f64) -> Tensor<Self, 4> {
-        let dtype = scores.dtype();
-        from_prim(crate::kernels::causal_softmax(
-            to_prim(scores),
-            scale,
-            dtype,
-        ))
+        let dtype = scores.dtype().into();
+        Self::causal_softmax_as(scores, scale, dtype)
     }
 
     fn causal_softmax_as(

@@ -167,9 +167,10 @@ fn split_qkv_rope_and_its_adjoint_match_the_formulas() {
     }
 }
 
-/// The stream-ordering kernels of `LAW_POLYGLOT_MATMUL=cublas-async`: `signal` stores a number
-/// in a flag, `wait_for` returns once a flag has reached a number (here set by an earlier
-/// `signal` on the same stream, as a waited-on flag would be by cuBLAS's stream).
+/// The stream-ordering kernels of cuBLAS products (`LAW_POLYGLOT_MATMUL=cublas`, the default):
+/// `signal` stores a number in a flag, `wait_for` returns once a flag has reached a number (here
+/// set by an earlier `signal` on the same stream, as a waited-on flag would be by cuBLAS's
+/// stream).
 #[test]
 fn flag_kernels_store_and_wait() {
     use burn::tensor::{DType, Int, TensorData};

@@ -9,8 +9,8 @@
 #   - LoRA r8 on query_key_value, polyglot-ko-1.3b shape (random init), batch 8 x 512:
 #     tokens/s, peak memory (nvidia-smi, polled) and the first losses, ours in bf16 (base and
 #     attention matmuls) on cuBLAS, the same on CubeCL (LAW_POLYGLOT_MATMUL=cubecl: the losses
-#     must agree), on cuBLAS with the streams waiting on the GPU (LAW_POLYGLOT_MATMUL=
-#     cublas-async, opt-in), with --grad-checkpointing, and built with burn's kernel fusion (.gpu/fusion,
+#     must agree), on cuBLAS with the host waiting for each stream (LAW_POLYGLOT_MATMUL=
+#     cublas-sync; the default leaves the waits to the GPU), with --grad-checkpointing, and built with burn's kernel fusion (.gpu/fusion,
 #     when carried; CubeCL matmuls); time from process start to the first finished step;
 #   - matmul TFLOP/s at 8192^3: cuBLAS (f32, bf16) and CubeCL (bf16);
 #   - where a step's time goes: a CubeCL kernel profile of one bf16 step (4 of the 24 layers,
@@ -28,16 +28,6 @@ printf '[compilation]\ncache = { file = "/tmp/cubecl-cache" }\n' > cubecl.toml
 echo "card: $GPU"
 
 . "$(dirname "$0")/gpu_peak.sh"
-profile() { # name binary: one profiled bf16 step, 4 layers (3 warm-up + 2 steps in the log)
-  local name=$1 bin=$2 t; t=$(cap 45 40)
-  [ -x "$bin" ] && [ "$t" -gt 0 ] || { echo "skipped profile $name"; return; }
-  printf '[compilation]\ncache = { file = "/tmp/cubecl-cache" }\n[profiling.logger]\nlevel = "basic"\nfile = "%s"\n' \
-    "$W/profile-$name.log" > cubecl.toml
-  timeout "$t" "$bin" bench-train --device "$DEV" $SHAPE --layers 4 --steps 2 --dtype "$DTYPE" \
-    > "$W/profile-$name.json" 2> "$W/profile-$name.err"
-  printf '[compilation]\ncache = { file = "/tmp/cubecl-cache" }\n' > cubecl.toml
-  python3 bench/kernel_profile.py "$W/profile-$name.log" --steps 5 --top 15 > "$W/profile-$name.md" 2>&1
-}
 
 t=$(cap 150); [ "$t" -gt 0 ] && peak "$W/torch.peak" timeout "$t" python3 bench/torch_gpu_baseline.py "$W/torch" --quick \
   > "$W/torch.jsonl" 2> "$W/torch.err"
@@ -47,10 +37,10 @@ run_train bf16 "$T" 75 --layers "$LAYERS" --steps 5 --dtype "$DTYPE"
 export LAW_POLYGLOT_MATMUL=cubecl
 run_train cubecl "$T" 75 --layers "$LAYERS" --steps 3 --dtype "$DTYPE"
 t=$(cap 20); [ "$t" -gt 0 ] && timeout "$t" "$T" bench-matmul --device "$DEV" --size 8192 --reps 10 --dtype bf16 > "$W/matmul-cubecl-bf16.json" 2>&1
-# the streams waiting for each other on the GPU instead of the host (opt-in until measured)
-export LAW_POLYGLOT_MATMUL=cublas-async
-t=$(cap 25); [ "$t" -gt 0 ] && timeout "$t" "$T" bench-matmul --device "$DEV" --check > "$W/check-async.jsonl" 2> "$W/check-async.err"
-run_train async "$T" 60 --layers "$LAYERS" --steps 5 --dtype "$DTYPE"
+# the host waiting for each stream instead of the GPU (the default since the H200 runs)
+export LAW_POLYGLOT_MATMUL=cublas-sync
+t=$(cap 25); [ "$t" -gt 0 ] && timeout "$t" "$T" bench-matmul --device "$DEV" --check > "$W/check-sync.jsonl" 2> "$W/check-sync.err"
+run_train sync "$T" 60 --layers "$LAYERS" --steps 5 --dtype "$DTYPE"
 unset LAW_POLYGLOT_MATMUL
 for d in f32 bf16; do
   t=$(cap 20); [ "$t" -gt 0 ] && timeout "$t" "$T" bench-matmul --device "$DEV" --size 8192 --reps 10 --dtype $d > "$W/matmul-$d.json" 2>&1
@@ -70,15 +60,12 @@ t=$(cap 100 30); [ "$t" -gt 0 ] && timeout "$t" "$T" bench-matmul --device "$DEV
   --shapes ${PROBE_SHAPES:-4096x2048x6144,4096x8192x2048} --reps 10 > "$W/probe.jsonl" 2> "$W/probe.err"
 rm -f cubecl.toml
 
-tj() { grep -h "$1" "$W/torch.jsonl" 2>/dev/null | grep -o "\"$2\": [0-9.e+-]*" | head -1 | cut -d' ' -f2; }
 theirs=$(tj "hf+peft" tokens_per_s)
-ratio() { awk -v a="$1" -v b="$theirs" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 ours=$(j "$W/train-bf16.json" tokens_per_s); fused=$(j "$W/train-fusion.json" tokens_per_s)
 ckpt=$(j "$W/train-ckpt.json" tokens_per_s); cube=$(j "$W/train-cubecl.json" tokens_per_s)
-async=$(j "$W/train-async.json" tokens_per_s)
-losses() { grep -o '"losses":\[[^]]*' "$1" 2>/dev/null | cut -d[ -f2 | cut -d, -f1-3; }
+sync=$(j "$W/train-sync.json" tokens_per_s)
 worst=$(grep -o '"rel_err":[0-9.e+-]*' "$W/check.jsonl" 2>/dev/null | cut -d: -f2 | sort -g | tail -1)
-worst_async=$(grep -o '"rel_err":[0-9.e+-]*' "$W/check-async.jsonl" 2>/dev/null | cut -d: -f2 | sort -g | tail -1)
+worst_sync=$(grep -o '"rel_err":[0-9.e+-]*' "$W/check-sync.jsonl" 2>/dev/null | cut -d: -f2 | sort -g | tail -1)
 if [ -s "$W/probe.jsonl" ]; then
   echo; echo "matmul routines ($DTYPE), best first per shape (Auto is what burn runs without autotune):"
   python3 - "$W/probe.jsonl" <<'PY'
@@ -96,9 +83,9 @@ echo
 echo "card: $GPU (budget: under 8 minutes; $SECONDS s used)"
 echo "| measure | law-polyglot | HF + PEFT (torch, bf16) |"
 echo "|---|---|---|"
-echo "| LoRA r8 qkv step, 1.3b shape, 8 x 512, tokens/s | bf16 on $(grep -o '"matmul":"[a-z]*' "$W/train-bf16.json" 2>/dev/null | cut -d'"' -f4): $ours ($(ratio "$ours")x), bf16 on CubeCL: $cube ($(ratio "$cube")x), bf16 on cublas-async: $async ($(ratio "$async")x), bf16 + checkpointing: $ckpt ($(ratio "$ckpt")x), fused bf16 (CubeCL): $fused ($(ratio "$fused")x) | $theirs |"
-echo "| first 3 losses (the same weights and batch) | bf16: $(losses "$W/train-bf16.json"); on CubeCL: $(losses "$W/train-cubecl.json"); cublas-async: $(losses "$W/train-async.json") | |"
-echo "| our matmul against burn's, 8 layouts (bench-matmul --check), largest relative difference | ${worst:-n/a}, cublas-async: ${worst_async:-n/a} ($(grep -o '"matmul":"[a-z]*' "$W/check.jsonl" 2>/dev/null | head -1 | cut -d'"' -f4)) | |"
+echo "| LoRA r8 qkv step, 1.3b shape, 8 x 512, tokens/s | bf16 on $(grep -o '"matmul":"[a-z]*' "$W/train-bf16.json" 2>/dev/null | cut -d'"' -f4): $ours ($(ratio "$ours")x), bf16 on CubeCL: $cube ($(ratio "$cube")x), bf16 on cublas-sync (host waits): $sync ($(ratio "$sync")x), bf16 + checkpointing: $ckpt ($(ratio "$ckpt")x), fused bf16 (CubeCL): $fused ($(ratio "$fused")x) | $theirs |"
+echo "| first 3 losses (the same weights and batch) | bf16: $(losses "$W/train-bf16.json"); on CubeCL: $(losses "$W/train-cubecl.json"); cublas-sync: $(losses "$W/train-sync.json") | |"
+echo "| our matmul against burn's, 8 layouts (bench-matmul --check), largest relative difference | ${worst:-n/a}, cublas-sync: ${worst_sync:-n/a} ($(grep -o '"matmul":"[a-z]*' "$W/check.jsonl" 2>/dev/null | head -1 | cut -d'"' -f4)) | |"
 echo "| peak GPU memory (nvidia-smi MiB; torch: max allocated GiB), GPU utilisation at the end | bf16: $(cat "$W/train-bf16.peak" 2>/dev/null), fused: $(cat "$W/train-fusion.peak" 2>/dev/null), + checkpointing: $(cat "$W/train-ckpt.peak" 2>/dev/null) | $(tj "hf+peft" peak_mem_gib) GiB; $(cat "$W/torch.peak") |"
 echo "| first training step done after process start (s) | bf16: $(j "$W/train-bf16.json" first_step_done_s), fused: $(j "$W/train-fusion.json" first_step_done_s), + checkpointing: $(j "$W/train-ckpt.json" first_step_done_s) | |"
 echo "| matmul 8192^3 TFLOP/s | $(grep -o '"matmul":"[a-z]*' "$W/matmul-bf16.json" 2>/dev/null | cut -d'"' -f4) f32: $(j "$W/matmul-f32.json" tflops), bf16: $(j "$W/matmul-bf16.json" tflops); CubeCL (no autotune) bf16: $(j "$W/matmul-cubecl-bf16.json" tflops) | bf16: $(tj matmul tflops) |"

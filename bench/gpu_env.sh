@@ -41,3 +41,8 @@ j() { # file field -> the first number of "field" in a JSON file (ours or Python
 pack_out() { # tar options... : $W into $OUT/NAME.tgz when the device tool gave an $OUT
   if [ -n "${OUT:-}" ] && [ -d "$OUT" ]; then tar czf "$OUT/$(basename "$W").tgz" -C "$W" "$@" .; fi
 }
+# The peer's numbers and the table cells every script prints: `tj match field` reads HF's
+# torch.jsonl, `ratio ours` divides by $theirs (set by the script), `losses file` the first three.
+tj() { grep -h "$1" "$W/torch.jsonl" 2>/dev/null | grep -o "\"$2\": [0-9.e+-]*" | head -1 | cut -d' ' -f2; }
+ratio() { awk -v a="$1" -v b="$theirs" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+losses() { grep -o '"losses":\[[^]]*' "$1" 2>/dev/null | cut -d[ -f2 | cut -d, -f1-3; }

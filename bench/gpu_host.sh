@@ -11,8 +11,8 @@
 #   - ours at batch 1 and 16 (the host's work per step does not depend on the batch: a step
 #     time that hardly shrinks from 8 to 1 is the host's);
 #   - QLoRA (NF4 + double quantization), this build;
-#   - a CubeCL kernel profile of 3 steps of 4 layers (profile.log: cuBLAS's kernels are not in
-#     it; bench/kernel_profile.py reads it);
+#   - a CubeCL kernel profile of 4 layers (`profile` in gpu_peak.sh: cuBLAS's kernels are not
+#     in it);
 #   - if nsys is on the machine, a trace of 3 steps of 4 layers: every kernel's time, cuBLAS's
 #     included, and the GPU's idle time between them.
 # Run: `bash bench/gpu_host.sh` with carry [".gpu/plain", ".gpu/prev"], timeout_s 420.
@@ -35,14 +35,7 @@ SHAPE=$B1 run_train b1 "$T" 30 --layers "$LAYERS" --steps 6 --dtype "$DTYPE"
 SHAPE=$B1 LAW_POLYGLOT_MATMUL=cublas-async run_train prev-b1 "$TP" 30 --layers "$LAYERS" --steps 6 --dtype "$DTYPE"
 SHAPE=$B16 run_train b16 "$T" 40 --layers "$LAYERS" --steps 6 --dtype "$DTYPE"
 run_train nf4 "$T" 40 --layers "$LAYERS" --steps 6 --dtype "$DTYPE" --quant nf4
-t=$(cap 40 20)
-if [ "$t" -gt 0 ]; then
-  printf '[compilation]\ncache = { file = "/tmp/cubecl-cache" }\n[profiling.logger]\nlevel = "basic"\nfile = "%s"\n' \
-    "$W/profile.log" > cubecl.toml
-  timeout "$t" "$T" bench-train --device "$DEV" $SHAPE --layers 4 --steps 3 --dtype "$DTYPE" > "$W/train-profile.json" 2> "$W/profile.err"
-  printf '[compilation]\ncache = { file = "/tmp/cubecl-cache" }\n' > cubecl.toml
-  python3 bench/kernel_profile.py "$W/profile.log" --steps 6 --top 20 > "$W/profile.md" 2>&1
-fi
+profile plain "$T"
 NSYS=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys /usr/local/cuda/nsight-systems*/bin/nsys 2>/dev/null | head -1)
 echo "nsys: ${NSYS:-not found}"
 t=$(cap 60 10)
@@ -55,28 +48,25 @@ if [ -n "$NSYS" ] && [ "$t" -gt 0 ]; then
 fi
 rm -f cubecl.toml
 
-tj() { grep -h "$1" "$W/torch.jsonl" 2>/dev/null | grep -o "\"$2\": [0-9.e+-]*" | head -1 | cut -d' ' -f2; }
 theirs=$(tj "hf+peft" tokens_per_s)
-ratio() { awk -v a="$1" -v b="$theirs" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a / b; else print "n/a" }'; }
-row() { # name -> "tokens/s (ratio), ms/step, peak"
-  local f=$W/train-$1.json
-  echo "$(j "$f" tokens_per_s) tok/s ($(ratio "$(j "$f" tokens_per_s)")x), $(j "$f" ms_per_step) ms/step, $(cut -d' ' -f1-2 "$W/train-$1.peak" 2>/dev/null)"
+row() { # run (train-NAME or profile-NAME) -> "tokens/s (ratio), ms/step, peak"
+  local f=$W/$1.json
+  echo "$(j "$f" tokens_per_s) tok/s ($(ratio "$(j "$f" tokens_per_s)")x), $(j "$f" ms_per_step) ms/step, $(cut -d' ' -f1-2 "$W/$1.peak" 2>/dev/null)"
 }
-losses() { grep -o '"losses":\[[^]]*' "$1" 2>/dev/null | cut -d[ -f2 | cut -d, -f1-3; }
-[ -f "$W/profile.md" ] && { echo; echo "CubeCL kernels, 4 layers:"; cat "$W/profile.md"; }
+[ -f "$W/profile-plain.md" ] && { echo; echo "CubeCL kernels, 4 layers:"; cat "$W/profile-plain.md"; }
 for f in "$W"/stats*.csv; do [ -f "$f" ] && { echo; echo "$(basename "$f"):"; head -25 "$f" | cut -c1-220; }; done
 echo
 echo "card: $GPU (budget: under 5.5 minutes; $SECONDS s used); HF + PEFT, bf16, 8 x 512: $theirs tokens/s"
 echo "| LoRA r8 qkv step, 1.3b shape, bf16 | tokens/s (against HF + PEFT at 8 x 512), ms/step, peak |"
 echo "|---|---|"
-echo "| 8 x 512, this build ($(cat .gpu/plain/BUILT_FROM 2>/dev/null | cut -c1-12)) | $(row new) |"
-echo "| 8 x 512, previous build ($(cat .gpu/prev/BUILT_FROM 2>/dev/null | cut -c1-20)) | $(row prev) |"
-echo "| 8 x 512, this build, host waits (cublas-sync) | $(row sync) |"
-echo "| 1 x 512, this build | $(row b1) |"
-echo "| 1 x 512, previous build | $(row prev-b1) |"
-echo "| 4 layers, profiled (CubeCL kernels timed one by one) | $(row profile) |"
-echo "| 16 x 512, this build | $(row b16) |"
-echo "| QLoRA NF4 + DQ, 8 x 512, this build | $(row nf4) |"
+echo "| 8 x 512, this build ($(cat .gpu/plain/BUILT_FROM 2>/dev/null | cut -c1-12)) | $(row train-new) |"
+echo "| 8 x 512, previous build ($(cat .gpu/prev/BUILT_FROM 2>/dev/null | cut -c1-20)) | $(row train-prev) |"
+echo "| 8 x 512, this build, host waits (cublas-sync) | $(row train-sync) |"
+echo "| 1 x 512, this build | $(row train-b1) |"
+echo "| 1 x 512, previous build | $(row train-prev-b1) |"
+echo "| 4 layers, profiled (CubeCL kernels timed one by one) | $(row profile-plain) |"
+echo "| 16 x 512, this build | $(row train-b16) |"
+echo "| QLoRA NF4 + DQ, 8 x 512, this build | $(row train-nf4) |"
 echo "| first 3 losses: this build; previous; host waits | $(losses "$W/train-new.json"); $(losses "$W/train-prev.json"); $(losses "$W/train-sync.json") |"
 echo "| bench-matmul --check, largest relative difference | $(grep -o '"rel_err":[0-9.e+-]*' "$W/check.jsonl" 2>/dev/null | cut -d: -f2 | sort -g | tail -1) |"
 pack_out --exclude='mem.*' --exclude='*.nsys-rep'

@@ -1,5 +1,6 @@
-# Sourced by gpu_bench.sh and gpu_qlora.sh after gpu_env.sh: `peak` runs a command while polling
-# the GPU's memory and utilisation; `run_train` runs one `bench-train` under it.
+# Sourced by gpu_bench.sh, gpu_qlora.sh and gpu_host.sh after gpu_env.sh: `peak` runs a command
+# while polling the GPU's memory and utilisation; `run_train` runs one `bench-train` under it;
+# `profile` one profiled step.
 peak() { # file command... -> runs the command while polling GPU memory and utilisation; writes
   # "peak_mib=N util_end=U rc=R" to file (U: median GPU utilisation % of the last 10 polls, the
   # steady steps); the process's CPU and wall seconds go to stderr (bash `time`): CPU ~ wall with
@@ -19,4 +20,14 @@ run_train() { # name binary wanted_s flags...
   peak "$W/train-$name.peak" timeout "$t" "$bin" bench-train --device "$DEV" $SHAPE "$@" \
     > "$W/train-$name.json" 2> "$W/train-$name.err"
   echo "$name: $(cat "$W/train-$name.peak") $(grep -o 'cpu_s=.*' "$W/train-$name.err" | tail -1), $(grep -m1 'first step' "$W/train-$name.err")"
+}
+profile() { # name binary: one profiled bf16 step, 4 layers (3 warm-up + 2 steps in the log)
+  local name=$1 bin=$2 t; t=$(cap 45 40)
+  [ -x "$bin" ] && [ "$t" -gt 0 ] || { echo "skipped profile $name"; return; }
+  printf '[compilation]\ncache = { file = "/tmp/cubecl-cache" }\n[profiling.logger]\nlevel = "basic"\nfile = "%s"\n' \
+    "$W/profile-$name.log" > cubecl.toml
+  timeout "$t" "$bin" bench-train --device "$DEV" $SHAPE --layers 4 --steps 2 --dtype "$DTYPE" \
+    > "$W/profile-$name.json" 2> "$W/profile-$name.err"
+  printf '[compilation]\ncache = { file = "/tmp/cubecl-cache" }\n' > cubecl.toml
+  python3 bench/kernel_profile.py "$W/profile-$name.log" --steps 5 --top 15 > "$W/profile-$name.md" 2>&1
 }

@@ -24,7 +24,6 @@ run_train nf4-ckpt "$T" 75 --layers "$LAYERS" --steps 5 --dtype "$DTYPE" --quant
 rm -f cubecl.toml
 
 theirs=$(j "$W/torch.json" tokens_per_s)
-ratio() { awk -v a="$1" -v b="$theirs" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 ours=$(j "$W/train-nf4.json" tokens_per_s); ckpt=$(j "$W/train-nf4-ckpt.json" tokens_per_s)
 echo
 echo "card: $GPU (budget: under 4 minutes; $SECONDS s used)"

@@ -7,7 +7,11 @@
 #     9b87273); where both multiply the same way their losses agree to the bit.
 # Measures, polyglot-ko-1.3b shape, LoRA r8 qkv, bf16:
 #   - HF + PEFT's tokens/s at batch 8 x 512 (torch_gpu_baseline.py --quick), the peer;
-#   - ours at batch 8, both builds, and this one with host waits (cublas-sync);
+#   - ours at batch 8, both builds, and this one with cuBLAS on a stream of its own ordered by
+#     flag kernels (cublas-flags: the default before cuBLAS queued on CubeCL's stream) and with
+#     host waits (cublas-sync); each row also splits a step into the host's time to queue
+#     forward and backward and its wait for the GPU to finish them (a wait near 0: the host
+#     sets the pace);
 #   - ours at batch 1 and 16 (the host's work per step does not depend on the batch: a step
 #     time that hardly shrinks from 8 to 1 is the host's);
 #   - QLoRA (NF4 + double quantization), this build;
@@ -30,6 +34,7 @@ t=$(cap 90); [ "$t" -gt 0 ] && peak "$W/torch.peak" timeout "$t" python3 bench/t
 t=$(cap 30); [ "$t" -gt 0 ] && timeout "$t" "$T" bench-matmul --device "$DEV" --check > "$W/check.jsonl" 2> "$W/check.err"
 run_train new "$T" 40 --layers "$LAYERS" --steps 6 --dtype "$DTYPE"
 LAW_POLYGLOT_MATMUL=cublas-async run_train prev "$TP" 40 --layers "$LAYERS" --steps 6 --dtype "$DTYPE"
+LAW_POLYGLOT_MATMUL=cublas-flags run_train flags "$T" 40 --layers "$LAYERS" --steps 6 --dtype "$DTYPE"
 LAW_POLYGLOT_MATMUL=cublas-sync run_train sync "$T" 40 --layers "$LAYERS" --steps 6 --dtype "$DTYPE"
 SHAPE=$B1 run_train b1 "$T" 30 --layers "$LAYERS" --steps 6 --dtype "$DTYPE"
 SHAPE=$B1 LAW_POLYGLOT_MATMUL=cublas-async run_train prev-b1 "$TP" 30 --layers "$LAYERS" --steps 6 --dtype "$DTYPE"
@@ -49,24 +54,26 @@ fi
 rm -f cubecl.toml
 
 theirs=$(tj "hf+peft" tokens_per_s)
-row() { # run (train-NAME or profile-NAME) -> "tokens/s (ratio), ms/step, peak"
+row() { # run (train-NAME or profile-NAME) -> "tokens/s (ratio), ms/step, queue/wait, peak"
   local f=$W/$1.json
-  echo "$(j "$f" tokens_per_s) tok/s ($(ratio "$(j "$f" tokens_per_s)")x), $(j "$f" ms_per_step) ms/step, $(cut -d' ' -f1-2 "$W/$1.peak" 2>/dev/null)"
+  echo "$(j "$f" tokens_per_s) tok/s ($(ratio "$(j "$f" tokens_per_s)")x), $(j "$f" ms_per_step) ms/step, $(j "$f" queue_ms_per_step)/$(j "$f" wait_ms_per_step), $(cut -d' ' -f1-2 "$W/$1.peak" 2>/dev/null)"
 }
 [ -f "$W/profile-plain.md" ] && { echo; echo "CubeCL kernels, 4 layers:"; cat "$W/profile-plain.md"; }
 for f in "$W"/stats*.csv; do [ -f "$f" ] && { echo; echo "$(basename "$f"):"; head -25 "$f" | cut -c1-220; }; done
 echo
 echo "card: $GPU (budget: under 5.5 minutes; $SECONDS s used); HF + PEFT, bf16, 8 x 512: $theirs tokens/s"
-echo "| LoRA r8 qkv step, 1.3b shape, bf16 | tokens/s (against HF + PEFT at 8 x 512), ms/step, peak |"
+echo "| LoRA r8 qkv step, 1.3b shape, bf16 | tokens/s (against HF + PEFT at 8 x 512), ms/step, host queue/wait ms, peak |"
 echo "|---|---|"
 echo "| 8 x 512, this build ($(cat .gpu/plain/BUILT_FROM 2>/dev/null | cut -c1-12)) | $(row train-new) |"
 echo "| 8 x 512, previous build ($(cat .gpu/prev/BUILT_FROM 2>/dev/null | cut -c1-20)) | $(row train-prev) |"
+echo "| 8 x 512, this build, cuBLAS on its own stream, flag kernels (cublas-flags) | $(row train-flags) |"
 echo "| 8 x 512, this build, host waits (cublas-sync) | $(row train-sync) |"
 echo "| 1 x 512, this build | $(row train-b1) |"
 echo "| 1 x 512, previous build | $(row train-prev-b1) |"
 echo "| 4 layers, profiled (CubeCL kernels timed one by one) | $(row profile-plain) |"
 echo "| 16 x 512, this build | $(row train-b16) |"
 echo "| QLoRA NF4 + DQ, 8 x 512, this build | $(row train-nf4) |"
-echo "| first 3 losses: this build; previous; host waits | $(losses "$W/train-new.json"); $(losses "$W/train-prev.json"); $(losses "$W/train-sync.json") |"
+echo "| first 3 losses: this build; previous; flags; host waits | $(losses "$W/train-new.json"); $(losses "$W/train-prev.json"); $(losses "$W/train-flags.json"); $(losses "$W/train-sync.json") |"
+echo "| how cuBLAS was ordered (this build) | $(grep -h -m1 -o "cuBLAS queues[^(]*\|CubeCL's stream not found[^;]*" "$W/train-new.err" 2>/dev/null) |"
 echo "| bench-matmul --check, largest relative difference | $(grep -o '"rel_err":[0-9.e+-]*' "$W/check.jsonl" 2>/dev/null | cut -d: -f2 | sort -g | tail -1) |"
 pack_out --exclude='mem.*' --exclude='*.nsys-rep'

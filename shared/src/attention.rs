@@ -5,7 +5,7 @@
 use crate::ModelBackend;
 use crate::linear::Linear;
 use burn::module::Module;
-use burn::tensor::Tensor;
+use burn::tensor::{FloatDType, Tensor};
 
 use crate::cache::KvCache;
 use crate::rope::Rope;
@@ -18,8 +18,8 @@ pub struct Attention<B: ModelBackend> {
     pub dense: Linear<B>,
     pub num_heads: usize,
     pub head_dim: usize,
-    /// `--dtype bf16` (`precision.rs`): multiply bf16 factors (softmax in f32) and keep q, k and
-    /// v for backward in bf16.
+    /// `--dtype bf16` (`precision.rs`): the fused projection in bf16, multiply bf16 factors
+    /// (softmax in f32) and keep q, k and v for backward in bf16.
     pub bf16: bool,
 }
 
@@ -34,6 +34,14 @@ impl<B: ModelBackend> Attention<B> {
     ) -> Tensor<B, 3> {
         let [b, t, hidden] = x.dims();
         let (nh, hd) = (self.num_heads, self.head_dim);
+        // With `bf16` and no cache the projection is bf16 (the cast its product makes anyway),
+        // as a bf16 model in PyTorch keeps it: half the bytes for its bias, its LoRA sum, the
+        // split and their gradients; the split computes in f32.
+        let x = if self.bf16 && cache.is_none() {
+            x.cast(FloatDType::BF16)
+        } else {
+            x
+        };
         // [b, t, nh, 3·hd] → [b, nh, t, 3·hd]: each head's rows are q, k, v in turn.
         let qkv = self
             .query_key_value

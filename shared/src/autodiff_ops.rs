@@ -30,11 +30,18 @@ struct QkvAttention;
 
 impl<B: ModelBackend> Backward<B, 1> for QkvAttention {
     /// q and k after the rotary embedding and v (tensors of their own, not views that would keep
-    /// the whole fused projection alive), all three in bf16 with `bf16`; the rotary tables.
-    type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, Rope<B>);
+    /// the whole fused projection alive), all three in bf16 with `bf16`; the rotary tables; the
+    /// projection's dtype (its gradient's).
+    type State = (
+        FloatTensor<B>,
+        FloatTensor<B>,
+        FloatTensor<B>,
+        Rope<B>,
+        DType,
+    );
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let (q, k, v, rope) = ops.state;
+        let (q, k, v, rope, dtype) = ops.state;
         let (q, k, v): (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) =
             (from_prim(q), from_prim(k), from_prim(v));
         // Kept in bf16: every matmul here takes bf16 factors too, as in the forward pass.
@@ -57,7 +64,7 @@ impl<B: ModelBackend> Backward<B, 1> for QkvAttention {
             };
             let dk = B::gemm(ds.clone().transpose(), q, bf16);
             let dq = B::gemm(ds, k, bf16);
-            to_prim(B::split_qkv_rope_backward(dq, dk, dv, &rope))
+            to_prim(B::split_qkv_rope_backward(dq, dk, dv, &rope, dtype.into()))
         });
     }
 }
@@ -230,6 +237,7 @@ impl<B: ModelBackend, C: CheckpointStrategy> ModelBackend for Autodiff<B, C> {
         let qkv = to_prim(qkv);
         let rope = rope.inner();
         let inner = from_prim::<B, 4>(qkv.primitive.clone());
+        let dtype = inner.dtype();
         let (q, k, v, y) = if bf16 {
             // written in bf16 once: the forward matmuls and the state share them
             let (q, k, v) = B::split_qkv_rope_as(inner, &rope, FloatDType::BF16);
@@ -241,7 +249,7 @@ impl<B: ModelBackend, C: CheckpointStrategy> ModelBackend for Autodiff<B, C> {
             (q, k, v, y)
         };
         record(QkvAttention, [&qkv], y, || {
-            (to_prim(q), to_prim(k), to_prim(v), rope)
+            (to_prim(q), to_prim(k), to_prim(v), rope, dtype)
         })
     }
 

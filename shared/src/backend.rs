@@ -120,14 +120,14 @@ pub trait ModelBackend: Backend {
         Self::softmax_backward(p, dp, scale).cast(dtype)
     }
 
-    /// [`split_qkv_rope`](Self::split_qkv_rope) computed in `qkv`'s dtype, q, k and v written
-    /// in `dtype`.
+    /// [`split_qkv_rope`](Self::split_qkv_rope) computed in f32 (`qkv` may be bf16), q, k and
+    /// v written in `dtype`.
     fn split_qkv_rope_as(
         qkv: Tensor<Self, 4>,
         rope: &Rope<Self>,
         dtype: FloatDType,
     ) -> (Tensor<Self, 4>, Tensor<Self, 4>, Tensor<Self, 4>) {
-        let (q, k, v) = Self::split_qkv_rope(qkv, rope);
+        let (q, k, v) = Self::split_qkv_rope(qkv.cast(FloatDType::F32), rope);
         (q.cast(dtype), k.cast(dtype), v.cast(dtype))
     }
 
@@ -143,17 +143,20 @@ pub trait ModelBackend: Backend {
     }
 
     /// The adjoint of [`split_qkv_rope`](Self::split_qkv_rope): the gradient of `qkv` from
-    /// those of q, k and v (the rotary embedding's transpose on q's and k's).
+    /// those of q, k and v (the rotary embedding's transpose on q's and k's), written in
+    /// `dtype` (the projection's).
     fn split_qkv_rope_backward(
         dq: Tensor<Self, 4>,
         dk: Tensor<Self, 4>,
         dv: Tensor<Self, 4>,
         rope: &Rope<Self>,
+        dtype: FloatDType,
     ) -> Tensor<Self, 4> {
         Tensor::cat(
             vec![rope.apply_transpose(dq), rope.apply_transpose(dk), dv],
             3,
         )
+        .cast(dtype)
     }
 
     /// `−Σ weights·log softmax(logits)[target]`, the sum over every position, for
@@ -180,22 +183,26 @@ pub trait ModelBackend: Backend {
         d.scatter(2, targets, coef.neg(), IndexingUpdateOp::Add)
     }
 
-    /// Exact GELU, `x·Φ(x) = x·(1 + erf(x/√2))/2` (HF's `gelu`).
+    /// Exact GELU, `x·Φ(x) = x·(1 + erf(x/√2))/2` (HF's `gelu`), computed in f32 and written
+    /// in `x`'s dtype.
     fn gelu_erf<const D: usize>(x: Tensor<Self, D>, bf16_stash: bool) -> Tensor<Self, D> {
         let _ = bf16_stash;
-        x.clone() * ((x / std::f64::consts::SQRT_2).erf() + 1.0) * 0.5
+        let dtype = x.dtype();
+        let x = x.cast(FloatDType::F32);
+        (x.clone() * ((x / std::f64::consts::SQRT_2).erf() + 1.0) * 0.5).cast(dtype)
     }
 
     /// The gradient of [`gelu_erf`](Self::gelu_erf) at `x` for the output gradient `g`, in
-    /// `g`'s dtype (`x` may be a bf16 copy): `g·(Φ(x) + x·φ(x))`.
+    /// `g`'s dtype (`x` may be a bf16 copy), computed in f32: `g·(Φ(x) + x·φ(x))`.
     fn gelu_erf_backward<const D: usize>(
         x: Tensor<Self, D>,
         g: Tensor<Self, D>,
     ) -> Tensor<Self, D> {
-        let x = x.cast(g.dtype());
+        let dtype = g.dtype();
+        let (x, g) = (x.cast(FloatDType::F32), g.cast(FloatDType::F32));
         let cdf = ((x.clone() / std::f64::consts::SQRT_2).erf() + 1.0) * 0.5;
         let pdf = (x.clone().powi_scalar(2) * -0.5).exp() * (2.0 * std::f64::consts::PI).powf(-0.5);
-        g * (cdf + x * pdf)
+        (g * (cdf + x * pdf)).cast(dtype)
     }
 
     /// LayerNorm over the last dimension, `(x − mean)/√(var + ε)·gamma + beta` (biased
@@ -423,11 +430,13 @@ where
         dk: Tensor<Self, 4>,
         dv: Tensor<Self, 4>,
         rope: &Rope<Self>,
+        dtype: FloatDType,
     ) -> Tensor<Self, 4> {
         let [b, h, t, d] = dq.dims();
         // written in the projection's own order, [b, T, h, 3·d], and handed back as the
         // [b, h, T, 3·d] view the forward pass took, so its reshape needs no copy
-        let out = Tensor::<Self, 4>::empty([b, t, h, 3 * d], &dq.device()).swap_dims(1, 2);
+        let out = Tensor::<Self, 4>::empty([b, t, h, 3 * d], (&dq.device(), dtype.into()))
+            .swap_dims(1, 2);
         let (cos, sin) = rope.tables();
         let parts = [to_prim(dq), to_prim(dk), to_prim(dv)];
         from_prim(crate::kernels::split_qkv_rope_backward(

@@ -3,16 +3,21 @@
 //! matmul without autotune ran 51 TFLOP/s in f32 on an H100 and 94 in bf16 on an H200, where
 //! cuBLAS runs 757 in bf16 (H200).
 //!
-//! cuBLAS runs on a stream of its own: CubeCL keeps its CUDA stream private. Each product runs
-//! on CubeCL's device thread (`ComputeClient::exclusive`: one hand-over, in which the operands'
-//! addresses are looked up and the product queued). By default (`cublas`) the GPU orders the two
-//! streams: a one-unit CubeCL kernel stores a sequence number in a flag, cuBLAS's stream waits
-//! for it (`cuStreamWaitValue32`), multiplies and sets a second flag, and a CubeCL kernel holds
-//! CubeCL's stream until that flag is set (`kernels/flags.rs`). Memory a product reads or
-//! writes is reused only by work queued after it on either stream, so nothing waits on the
-//! host. Where the stream waits are refused, and with `LAW_POLYGLOT_MATMUL=cublas-sync`, the
-//! host waits instead: for CubeCL's stream to finish what it queued, then for cuBLAS's (measured
-//! on an H200: 198 ms a step against 183 with the GPU-side waits, the same losses).
+//! Each product runs on CubeCL's device thread (`ComputeClient::exclusive`: one hand-over, in
+//! which the operands' addresses are looked up and the product queued). By default (`cublas`)
+//! cuBLAS queues it on the CUDA stream CubeCL runs the calling thread's work on, found once per
+//! stream (`stream_lookup.rs`: CubeCL keeps it private) and checked on the GPU: the product
+//! then sits between the kernels before and after it, as a CubeCL kernel would, and memory is
+//! reused in stream order.
+//!
+//! Where that stream is not found, and with `LAW_POLYGLOT_MATMUL=cublas-flags`, cuBLAS runs on
+//! a stream of its own and the GPU orders the two: a one-unit CubeCL kernel stores a sequence
+//! number in a flag, cuBLAS's stream waits for it (`cuStreamWaitValue32`), multiplies and sets
+//! a second flag, and a CubeCL kernel holds CubeCL's stream until that flag is set
+//! (`kernels/flags.rs`); two more launches a product. Where the stream waits are refused, and
+//! with `cublas-sync`, the host waits instead: for CubeCL's stream to finish what it queued,
+//! then for cuBLAS's (measured on an H200: 198 ms a step against 183 with the flags, the same
+//! losses).
 //!
 //! Used where libcublas (`libcublas.so.13` or `.12`, from a CUDA toolkit or PyTorch's
 //! `nvidia-cublas` wheel, on the library path) loads, unless `LAW_POLYGLOT_MATMUL=cubecl`;
@@ -39,8 +44,8 @@ use cudarc::driver::{CudaContext, CudaStream};
 
 use crate::gemm_plan::{GemmPlan, Layout, Op, plan};
 
-/// The variable that picks the matmul: `cublas` (the default), `cublas-sync` or `cubecl`
-/// (`cublas-async`, the default's former name, is still read).
+/// The variable that picks the matmul: `cublas` (the default), `cublas-flags`, `cublas-sync`
+/// or `cubecl` (`cublas-async`, the default's former name, is still read).
 pub const MATMUL_ENV: &str = "LAW_POLYGLOT_MATMUL";
 
 /// How CUDA products run.
@@ -48,16 +53,22 @@ pub const MATMUL_ENV: &str = "LAW_POLYGLOT_MATMUL";
 pub enum Mode {
     /// burn's CubeCL matmul.
     CubeCl,
-    /// cuBLAS, the streams waiting for each other on the GPU.
+    /// cuBLAS on CubeCL's stream, or where it is not found as `CublasFlags`.
     Cublas,
+    /// cuBLAS on a stream of its own, the streams waiting for each other on the GPU.
+    CublasFlags,
     /// cuBLAS, the host waiting for each stream in turn.
     CublasSync,
 }
 
-/// One device's cuBLAS handle on its own stream.
+/// One device's cuBLAS handle, and its own stream.
 struct Gemm {
     stream: Arc<CudaStream>,
     blas: CudaBlas,
+    /// The stream the handle queues on now (an address).
+    on: u64,
+    /// CubeCL's stream by stream id (an address), `None` where it was not found.
+    cubecl_streams: HashMap<u64, Option<u64>>,
     /// `cublas`: CubeCL's `[ready, done]` flags and their device address, made at the
     /// first product; `Err` once the GPU-side waits failed (the host waits from then on).
     flags: Option<Result<Flags, ()>>,
@@ -83,11 +94,12 @@ pub fn mode() -> Mode {
         let asked = match std::env::var(MATMUL_ENV).as_deref() {
             Ok("cubecl") => return Mode::CubeCl,
             Ok("cublas-sync") => Mode::CublasSync,
+            Ok("cublas-flags") => Mode::CublasFlags,
             Ok("cublas" | "cublas-async") | Err(_) => Mode::Cublas,
             Ok(other) => {
                 eprintln!(
-                    "warning: {MATMUL_ENV}={other:?} is none of cublas, cublas-sync, cubecl; \
-                     using cublas"
+                    "warning: {MATMUL_ENV}={other:?} is none of cublas, cublas-flags, \
+                     cublas-sync, cubecl; using cublas"
                 );
                 Mode::Cublas
             }
@@ -110,11 +122,12 @@ pub fn available() -> bool {
     mode() != Mode::CubeCl
 }
 
-/// What multiplies on a CUDA device: `cublas`, `cublas-sync` or `cubecl`.
+/// What multiplies on a CUDA device: `cublas`, `cublas-flags`, `cublas-sync` or `cubecl`.
 pub fn backend_name() -> &'static str {
     match mode() {
         Mode::CubeCl => "cubecl",
         Mode::Cublas => "cublas",
+        Mode::CublasFlags => "cublas-flags",
         Mode::CublasSync => "cublas-sync",
     }
 }
@@ -130,6 +143,8 @@ fn handle(device: usize) -> Option<Arc<Mutex<Gemm>>> {
                 let stream = ctx.new_stream().map_err(|e| e.to_string())?;
                 let blas = CudaBlas::new(stream.clone()).map_err(|e| e.to_string())?;
                 let gemm = Gemm {
+                    on: stream.cu_stream() as u64,
+                    cubecl_streams: HashMap::new(),
                     stream,
                     blas,
                     flags: None,
@@ -257,10 +272,11 @@ fn warn_once(e: &str) {
     SEEN.get_or_init(|| eprintln!("warning: a cuBLAS matmul failed ({e}); using CubeCL for it"));
 }
 
-/// Runs the plan on cuBLAS's stream, ordered after CubeCL's queued work and before what it
-/// queues next: by the GPU, or (`cublas-sync`, or where the GPU-side waits fail) by host waits.
-/// It all runs on CubeCL's device thread, in one hand-over: the address lookups, the flag
-/// kernels and any host wait run there in place, not as three or more round trips.
+/// Runs the plan on CubeCL's stream where it is known, or else on cuBLAS's stream, ordered
+/// after CubeCL's queued work and before what it queues next: by the GPU, or (`cublas-sync`,
+/// or where the GPU-side waits fail) by host waits. It all runs on CubeCL's device thread, in
+/// one hand-over: the address lookups, the flag kernels and any host wait run there in place,
+/// not as three or more round trips.
 fn run(
     gemm: &Mutex<Gemm>,
     p: &GemmPlan,
@@ -290,7 +306,8 @@ fn run_here(
             .map_err(|e| format!("{e:?}"))
     };
     // The tensors hold the memory: the caller keeps them until this returns, and any later
-    // reuse of it is queued after the product (behind the GPU's waits, or the host's).
+    // reuse of it is queued after the product (on the same stream, or behind the GPU's waits,
+    // or the host's).
     let ptrs = [ptr(tensors[0])?, ptr(tensors[1])?, ptr(c)?];
     let mut gemm = gemm.lock().map_err(|e| e.to_string())?;
     gemm.stream
@@ -299,7 +316,15 @@ fn run_here(
         .map_err(|e| e.to_string())?;
     let types = tensors.map(|t| data_type(t.dtype).expect("checked"));
     let launch = |g: &Gemm| launch(g, p, types, ptrs);
-    if mode() == Mode::Cublas {
+    if mode() == Mode::Cublas
+        && let Some(stream) = cubecl_stream(&mut gemm, c, caller)
+    {
+        queue_on(&mut gemm, stream)?;
+        return launch(&gemm);
+    }
+    let own = gemm.stream.cu_stream() as u64;
+    queue_on(&mut gemm, own)?;
+    if matches!(mode(), Mode::Cublas | Mode::CublasFlags) {
         match run_on_gpu(&mut gemm, c, caller, launch) {
             Ok(()) => return Ok(()),
             Err(AsyncError::Product(e)) => return Err(e),
@@ -313,6 +338,110 @@ fn run_here(
     cubecl::future::block_on(client.sync()).map_err(|e| format!("{e:?}"))?;
     launch(&gemm)?;
     gemm.stream.synchronize().map_err(|e| e.to_string())
+}
+
+/// Points the handle at `stream` (an address) if it queues elsewhere now.
+fn queue_on(gemm: &mut Gemm, stream: u64) -> Result<(), String> {
+    if gemm.on != stream {
+        // SAFETY: a live stream of the handle's context (cuBLAS's own, or CubeCL's checked in
+        // `find_cubecl_stream`); cuBLAS's default workspace follows the stream.
+        unsafe { blas::set_stream(*gemm.blas.handle(), stream as usize as sys::cudaStream_t) }
+            .map_err(|e| format!("cublasSetStream: {e:?}"))?;
+        gemm.on = stream;
+    }
+    Ok(())
+}
+
+/// CubeCL's stream for the calling stream id (an address), looked up and checked once.
+fn cubecl_stream(
+    gemm: &mut Gemm,
+    c: &CubeTensor<CudaRuntime>,
+    caller: std::thread::ThreadId,
+) -> Option<u64> {
+    // inside `exclusive`, the caller's stream id
+    let id = cubecl::stream_id::StreamId::current().value;
+    if let Some(known) = gemm.cubecl_streams.get(&id) {
+        return *known;
+    }
+    let found = find_cubecl_stream(gemm, c, caller)
+        .inspect(|_| {
+            eprintln!(
+                "cuBLAS queues its products on CubeCL's stream (cuda:{})",
+                c.device.index
+            )
+        })
+        .inspect_err(|e| {
+            eprintln!(
+                "note: CubeCL's stream not found ({e}); cuBLAS products are ordered by GPU-side \
+                 flags (two more launches each)"
+            )
+        })
+        .ok();
+    gemm.cubecl_streams.insert(id, found);
+    found
+}
+
+/// Reads CubeCL's stream for the current stream id from its server's `Debug` text, and checks
+/// it on the GPU: it belongs to cuBLAS's context, and a CubeCL kernel that waits for a flag
+/// keeps it busy until cuBLAS's stream sets the flag.
+fn find_cubecl_stream(
+    gemm: &mut Gemm,
+    c: &CubeTensor<CudaRuntime>,
+    caller: std::thread::ThreadId,
+) -> Result<u64, String> {
+    use cubecl::device::Device;
+    use cudarc::driver::sys::{
+        CUresult, CUstreamWriteValue_flags, cuMemsetD32_v2, cuStreamGetCtx, cuStreamQuery,
+        cuStreamWriteValue32_v2,
+    };
+    type Server = <CudaRuntime as cubecl::Runtime>::Server;
+    let id = cubecl::stream_id::StreamId::current().value;
+    let text = cubecl::device_handle::DeviceHandle::<Server>::new(c.device.to_id())
+        .submit_blocking(|server| format!("{server:?}"))
+        .map_err(|e| format!("{e:?}"))?;
+    let address = crate::stream_lookup::stream_address(&text, id)
+        .ok_or("its server's Debug text shows no stream for this thread")?;
+    let stream = address as usize as cudarc::driver::sys::CUstream;
+    let mut ctx = std::ptr::null_mut();
+    // SAFETY: `stream` is the handle CubeCL created its stream with (alive with its server).
+    unsafe { cuStreamGetCtx(stream, &mut ctx) }
+        .result()
+        .map_err(|e| format!("cuStreamGetCtx: {e:?}"))?;
+    if ctx != gemm.stream.context().cu_ctx() {
+        return Err("the stream found is in another CUDA context".into());
+    }
+    // the check: CubeCL's stream waits for `done`, which only cuBLAS's stream sets
+    if gemm.flags.is_none() {
+        gemm.flags = Some(Ok(flags(c, caller).map_err(|e| format!("flags: {e}"))?));
+    }
+    let Some(Ok(flags)) = &gemm.flags else {
+        return Err("no flags to check it with".into());
+    };
+    if flags.thread != caller {
+        return Err("the flags order another thread's stream".into());
+    }
+    let (tensor, done) = (flags.tensor.clone(), flags.ptr + 4);
+    gemm.seq = gemm.seq.wrapping_add(1);
+    let seq = gemm.seq;
+    crate::kernels::wait_for(&tensor, 1, seq);
+    // SAFETY: a live stream, as above.
+    let busy = unsafe { cuStreamQuery(stream) };
+    let write = CUstreamWriteValue_flags::CU_STREAM_WRITE_VALUE_DEFAULT as u32;
+    // SAFETY: `done` is a live u32 in device memory (the flags tensor is kept in `gemm`).
+    let released = unsafe { cuStreamWriteValue32_v2(gemm.stream.cu_stream(), done, seq, write) }
+        .result()
+        .and_then(|()| gemm.stream.synchronize())
+        // SAFETY: as above; a host-ordered store, where the stream write is refused.
+        .or_else(|_| unsafe { cuMemsetD32_v2(done, seq, 1) }.result())
+        .map_err(|e| format!("releasing the check's wait: {e:?}"));
+    released?;
+    cubecl::future::block_on(c.client.sync()).map_err(|e| format!("{e:?}"))?;
+    match busy {
+        CUresult::CUDA_ERROR_NOT_READY => Ok(address),
+        other => Err(format!(
+            "the stream found did not wait with CubeCL's (cuStreamQuery: {other:?})"
+        )),
+    }
 }
 
 enum AsyncError {

@@ -60,7 +60,7 @@ impl<B: ModelBackend> GptNeoxForCausalLM<B> {
                     dense_h_to_4h: lin(h, f, true),
                     dense_4h_to_h: lin(f, h, true),
                     act: config.hidden_act,
-                    bf16_stash: false,
+                    bf16: false,
                 },
                 use_parallel_residual: config.use_parallel_residual,
             })

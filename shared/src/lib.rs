@@ -38,6 +38,8 @@ pub mod prompt;
 pub mod quant;
 pub mod rope;
 pub mod sampling;
+#[cfg(any(test, feature = "cublas"))]
+mod stream_lookup;
 pub mod tokenizer;
 pub mod weights;
 

@@ -40,8 +40,8 @@ impl<B: ModelBackend> Linear<B> {
     }
 
     /// `x·W + b` with the frozen base. A base stored in another dtype (bf16, see
-    /// `precision.rs`) multiplies in that dtype; the result comes back in `x`'s dtype. An NF4
-    /// base is dequantized first.
+    /// `precision.rs`) multiplies in that dtype; the result comes back in `x`'s dtype, and the
+    /// bias is added in that dtype. An NF4 base is dequantized first.
     pub fn base_forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let bias = self.bias.as_ref().map(|b| b.val());
         let y = match &self.weight {
@@ -49,7 +49,10 @@ impl<B: ModelBackend> Linear<B> {
             BaseWeight::Dense(w) => B::base_matmul(x, w.val()),
         };
         match bias {
-            Some(b) => y + b.unsqueeze(),
+            Some(b) => {
+                let dtype = y.dtype();
+                y + b.cast(dtype).unsqueeze()
+            }
             None => y,
         }
     }
@@ -58,13 +61,20 @@ impl<B: ModelBackend> Linear<B> {
         match &self.lora {
             None => self.base_forward(x),
             Some(l) => {
-                let xa = B::gemm(
-                    l.dropout.forward(x.clone()),
-                    unsqueeze(l.lora_a.val()),
-                    false,
-                );
-                let delta = B::gemm(xa, unsqueeze(l.lora_b.val()), false) * l.scaling;
-                self.base_forward(x) + delta
+                let a = l.lora_a.val();
+                // in the adapter's dtype (f32 weights over a bf16 input, as PEFT casts it)
+                let xl = x.clone().cast(a.dtype());
+                let xa = B::gemm(l.dropout.forward(xl), unsqueeze(a), false);
+                // the scaling applied to B (`[r, out]`), not to the `[.., out]` product: one
+                // pass over the activations fewer, forward and backward
+                let b = match l.scaling {
+                    1.0 => l.lora_b.val(),
+                    s => l.lora_b.val() * s,
+                };
+                let delta = B::gemm(xa, unsqueeze(b), false);
+                let y = self.base_forward(x);
+                let dtype = y.dtype();
+                y + delta.cast(dtype)
             }
         }
     }

@@ -122,7 +122,7 @@ impl<B: ModelBackend> Loader<'_, B> {
                 dense_h_to_4h: self.linear(&format!("{p}.mlp.dense_h_to_4h"), h, f, true)?,
                 dense_4h_to_h: self.linear(&format!("{p}.mlp.dense_4h_to_h"), f, h, true)?,
                 act: c.hidden_act,
-                bf16_stash: false,
+                bf16: false,
             },
             use_parallel_residual: c.use_parallel_residual,
         })

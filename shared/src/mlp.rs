@@ -3,7 +3,7 @@
 use crate::ModelBackend;
 use crate::linear::Linear;
 use burn::module::Module;
-use burn::tensor::Tensor;
+use burn::tensor::{FloatDType, Tensor};
 
 use crate::activation::Activation;
 
@@ -13,15 +13,25 @@ pub struct Mlp<B: ModelBackend> {
     pub dense_4h_to_h: Linear<B>,
     #[module(skip)]
     pub act: Activation,
-    /// Keep the activation's input in bf16 for backward (`--dtype bf16`, `precision.rs`).
-    pub bf16_stash: bool,
+    /// `--dtype bf16` (`precision.rs`): the `[.., 4·hidden]` activations in bf16, as a bf16
+    /// model in PyTorch keeps them: `dense_h_to_4h`'s product, its bias, the activation (exact
+    /// GELU computes in f32) and `dense_4h_to_h`'s input, whose product returns to the input's
+    /// dtype. Half the bytes of the widest tensors of a layer, forward and backward, no cast
+    /// before `dense_4h_to_h`, and the activation's input kept for backward as it is.
+    pub bf16: bool,
 }
 
 impl<B: ModelBackend> Mlp<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.dense_4h_to_h.forward(
-            self.act
-                .forward(self.dense_h_to_4h.forward(x), self.bf16_stash),
-        )
+        if !self.bf16 {
+            let h = self.dense_h_to_4h.forward(x);
+            return self.dense_4h_to_h.forward(self.act.forward(h, false));
+        }
+        let dtype = x.dtype();
+        // the cast the bf16 product would make of its input anyway
+        let h = self.dense_h_to_4h.forward(x.cast(FloatDType::BF16));
+        self.dense_4h_to_h
+            .forward(self.act.forward(h, true))
+            .cast(dtype)
     }
 }

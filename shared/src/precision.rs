@@ -36,7 +36,7 @@ impl<B: ModelBackend> GptNeoxForCausalLM<B> {
             layer.input_layernorm.bf16_stash = bf16;
             layer.post_attention_layernorm.bf16_stash = bf16;
             layer.attention.bf16 = bf16;
-            layer.mlp.bf16_stash = bf16;
+            layer.mlp.bf16 = bf16;
         }
         self.gpt_neox.final_layer_norm.bf16_stash = bf16;
         self

@@ -3,7 +3,7 @@
 //! against the formulas computed with burn's ops on the CPU (Flex, `ModelBackend`'s defaults).
 
 use burn::backend::{Flex, Wgpu};
-use burn::tensor::{Distribution, Tensor, Tolerance, backend::Backend};
+use burn::tensor::{Distribution, FloatDType, Tensor, Tolerance, backend::Backend};
 use shared::ModelBackend;
 
 type G = Wgpu<f32, i32>;
@@ -155,8 +155,8 @@ fn split_qkv_rope_and_its_adjoint_match_the_formulas() {
         let (dq, dqg) = pair([2, 3, 5, 8], 14, 1.0);
         let (dk, dkg) = pair([2, 3, 5, 8], 15, 1.0);
         let (dv, dvg) = pair([2, 3, 5, 8], 16, 1.0);
-        let d = Flex::split_qkv_rope_backward(dq, dk, dv, &rope);
-        let dg = G::split_qkv_rope_backward(dqg, dkg, dvg, &ropeg);
+        let d = Flex::split_qkv_rope_backward(dq, dk, dv, &rope, FloatDType::F32);
+        let dg = G::split_qkv_rope_backward(dqg, dkg, dvg, &ropeg, FloatDType::F32);
         // and the layout it is written in reshapes as the projection's gradient
         let flat = |t: Tensor<Flex, 4>| t.swap_dims(1, 2).reshape([2, 5, 72]);
         close(

@@ -25,14 +25,15 @@ fn head_coords<F: Float, G: Float>(
 /// One unit per element of q, k and v (`[b, h, T, d]`, contiguous) from the fused projection
 /// `qkv: [b, h, T, 3·d]` (any strides): `x·cos + rotate_half(x)·sin` for q and k, v copied.
 /// `rotate_half(x)` is `−x[j + ndims/2]` below `ndims/2`, `x[j − ndims/2]` up to `ndims`, 0
-/// beyond (where the tables hold cos 1 and sin 0). Computed in `F`, written in `O` (bf16 for
-/// bf16 products: no cast after).
+/// beyond (where the tables hold cos 1 and sin 0). Read in `F` (f32, or bf16 from a bf16
+/// projection), computed in f32 with the f32 tables, written in `O` (bf16 for bf16 products:
+/// no cast after).
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn split_qkv_rope_kernel<F: Float, O: Float>(
     qkv: &Tensor<F>,
-    cos: &Tensor<F>,
-    sin: &Tensor<F>,
+    cos: &Tensor<f32>,
+    sin: &Tensor<f32>,
     q: &mut Tensor<O>,
     k: &mut Tensor<O>,
     v: &mut Tensor<O>,
@@ -48,69 +49,70 @@ fn split_qkv_rope_kernel<F: Float, O: Float>(
     let s3 = qkv.stride(3);
     let nd = ndims as usize;
     let half = nd / 2;
-    let mut rq = F::new(0.0);
-    let mut rk = F::new(0.0);
+    let mut rq = f32::new(0.0);
+    let mut rk = f32::new(0.0);
     if j < half {
-        rq = -qkv[base + (j + half) * s3];
-        rk = -qkv[base + (d + j + half) * s3];
+        rq = -f32::cast_from(qkv[base + (j + half) * s3]);
+        rk = -f32::cast_from(qkv[base + (d + j + half) * s3]);
     } else if j < nd {
-        rq = qkv[base + (j - half) * s3];
-        rk = qkv[base + (d + j - half) * s3];
+        rq = f32::cast_from(qkv[base + (j - half) * s3]);
+        rk = f32::cast_from(qkv[base + (d + j - half) * s3]);
     }
     let c = cos[t * d + j];
     let sn = sin[t * d + j];
-    q[pos] = O::cast_from(qkv[base + j * s3] * c + rq * sn);
-    k[pos] = O::cast_from(qkv[base + (d + j) * s3] * c + rk * sn);
+    q[pos] = O::cast_from(f32::cast_from(qkv[base + j * s3]) * c + rq * sn);
+    k[pos] = O::cast_from(f32::cast_from(qkv[base + (d + j) * s3]) * c + rk * sn);
     v[pos] = O::cast_from(qkv[base + (2 * d + j) * s3]);
 }
 
 /// The adjoint of [`split_qkv_rope_kernel`]: one unit per element of `dq`, `dk`, `dv`
 /// (contiguous), writing the three elements of `out: [b, h, T, 3·d]` (any strides) it feeds.
 /// `apply_transposed(g)` is `g·cos + g[j + ndims/2]·sin[j + ndims/2]` below `ndims/2`,
-/// `g·cos − g[j − ndims/2]·sin[j − ndims/2]` up to `ndims`, `g` beyond.
+/// `g·cos − g[j − ndims/2]·sin[j − ndims/2]` up to `ndims`, `g` beyond. Read in `F`, computed
+/// in f32, written in `O` (the projection's dtype).
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-fn split_qkv_rope_backward_kernel<F: Float>(
+fn split_qkv_rope_backward_kernel<F: Float, O: Float>(
     dq: &Tensor<F>,
     dk: &Tensor<F>,
     dv: &Tensor<F>,
-    cos: &Tensor<F>,
-    sin: &Tensor<F>,
-    out: &mut Tensor<F>,
+    cos: &Tensor<f32>,
+    sin: &Tensor<f32>,
+    out: &mut Tensor<O>,
     ndims: u32,
-    #[define(F)] _dtype: StorageType,
+    #[define(F, O)] _dtypes: [StorageType; 2],
 ) {
     let pos = ABSOLUTE_POS;
     if pos >= dq.len() {
         terminate!();
     }
     let d = dq.shape(3);
-    let (j, t, base) = head_coords::<F, F>(pos, dq, out);
+    let (j, t, base) = head_coords::<F, O>(pos, dq, out);
     let s3 = out.stride(3);
     let nd = ndims as usize;
     let half = nd / 2;
     let row = pos - j;
     let tab = t * d;
     let c = cos[tab + j];
-    let mut gq = dq[pos] * c;
-    let mut gk = dk[pos] * c;
+    let mut gq = f32::cast_from(dq[pos]) * c;
+    let mut gk = f32::cast_from(dk[pos]) * c;
     if j < half {
         let sn = sin[tab + j + half];
-        gq += dq[row + j + half] * sn;
-        gk += dk[row + j + half] * sn;
+        gq += f32::cast_from(dq[row + j + half]) * sn;
+        gk += f32::cast_from(dk[row + j + half]) * sn;
     } else if j < nd {
         let sn = sin[tab + j - half];
-        gq -= dq[row + j - half] * sn;
-        gk -= dk[row + j - half] * sn;
+        gq -= f32::cast_from(dq[row + j - half]) * sn;
+        gk -= f32::cast_from(dk[row + j - half]) * sn;
     }
-    out[base + j * s3] = gq;
-    out[base + (d + j) * s3] = gk;
-    out[base + (2 * d + j) * s3] = dv[pos];
+    out[base + j * s3] = O::cast_from(gq);
+    out[base + (d + j) * s3] = O::cast_from(gk);
+    out[base + (2 * d + j) * s3] = O::cast_from(dv[pos]);
 }
 
 /// q and k (rotary embedding applied) and v, `[b, h, T, d]` each and contiguous, from the
 /// fused projection `qkv: [b, h, T, 3·d]` (read through its strides, no copy first) and the
-/// `[1, 1, T, d]` tables, in one pass, written in `out` (computed in `qkv`'s dtype).
+/// `[1, 1, T, d]` tables, in one pass, computed in f32 and written in `out`.
 pub fn split_qkv_rope<R: CubeRuntime>(
     qkv: CubeTensor<R>,
     cos: CubeTensor<R>,
@@ -118,7 +120,7 @@ pub fn split_qkv_rope<R: CubeRuntime>(
     ndims: usize,
     out: DType,
 ) -> [CubeTensor<R>; 3] {
-    let (cos, sin) = (contiguous_like(cos, &qkv), contiguous_like(sin, &qkv));
+    let (cos, sin) = (f32_contiguous(cos), f32_contiguous(sin));
     let dims = qkv.meta.shape().clone();
     let shape = Shape::new([dims[0], dims[1], dims[2], dims[3] / 3]);
     let [q, k, v] = [(); 3].map(|_| empty_like(&qkv, shape.clone(), out));
@@ -141,7 +143,8 @@ pub fn split_qkv_rope<R: CubeRuntime>(
 }
 
 /// The gradient of `qkv` from those of q, k and v, written into `out` (`[b, h, T, 3·d]`, any
-/// strides: the caller picks the layout) in one pass, and returned.
+/// strides and its own dtype: the caller picks the layout and the projection's dtype) in one
+/// pass, computed in f32, and returned.
 pub fn split_qkv_rope_backward<R: CubeRuntime>(
     [dq, dk, dv]: [CubeTensor<R>; 3],
     cos: CubeTensor<R>,
@@ -150,9 +153,10 @@ pub fn split_qkv_rope_backward<R: CubeRuntime>(
     out: CubeTensor<R>,
 ) -> CubeTensor<R> {
     let dq = into_contiguous(dq);
-    let [dk, dv, cos, sin] = [dk, dv, cos, sin].map(|t| contiguous_like(t, &dq));
+    let [dk, dv] = [dk, dv].map(|t| contiguous_like(t, &dq));
+    let (cos, sin) = (f32_contiguous(cos), f32_contiguous(sin));
     let (count, dim) = elemwise_launch(&dq);
-    let dtype = dq.dtype;
+    let dtypes = [dq.dtype.into(), out.dtype.into()];
     split_qkv_rope_backward_kernel::launch::<R>(
         &dq.client.clone(),
         count,
@@ -164,7 +168,7 @@ pub fn split_qkv_rope_backward<R: CubeRuntime>(
         sin.into_tensor_arg(),
         out.clone().into_tensor_arg(),
         ndims as u32,
-        dtype.into(),
+        dtypes,
     );
     out
 }
@@ -175,8 +179,8 @@ pub fn split_qkv_rope_backward<R: CubeRuntime>(
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn causal_softmax_kernel<F: Float, O: Float>(
-    s: &Tensor<F>,
-    p: &mut Tensor<O>,
+    s: &Array<F>,
+    p: &mut Array<O>,
     rows: u32,
     t: u32,
     len: u32,
@@ -212,9 +216,9 @@ fn causal_softmax_kernel<F: Float, O: Float>(
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn softmax_backward_kernel<P: Float, F: Float, O: Float>(
-    p: &Tensor<P>,
-    dp: &Tensor<F>,
-    ds: &mut Tensor<O>,
+    p: &Array<P>,
+    dp: &Array<F>,
+    ds: &mut Array<O>,
     rows: u32,
     len: u32,
     scale: f32,
@@ -261,8 +265,8 @@ pub fn causal_softmax<R: CubeRuntime>(
         &s.client.clone(),
         count,
         dim,
-        s.into_tensor_arg(),
-        p.clone().into_tensor_arg(),
+        s.into_array_arg(),
+        p.clone().into_array_arg(),
         rows as u32,
         t as u32,
         len as u32,
@@ -291,9 +295,9 @@ pub fn softmax_backward<R: CubeRuntime>(
         &p.client.clone(),
         count,
         dim,
-        p.into_tensor_arg(),
-        dp.into_tensor_arg(),
-        ds.clone().into_tensor_arg(),
+        p.into_array_arg(),
+        dp.into_array_arg(),
+        ds.clone().into_array_arg(),
         rows as u32,
         len as u32,
         scale as f32,

@@ -1,36 +1,40 @@
-//! Exact GELU, `x·Φ(x)`, and its gradient: one element-wise pass each.
+//! Exact GELU, `x·Φ(x)`, and its gradient: one element-wise pass each, computed in f32
+//! whatever the tensors' float type (bf16 inside a bf16 MLP), as PyTorch computes a bf16 GELU.
 
 use super::*;
 
+// `f32::erf` is CubeCL's (std's own is unstable)
+#[allow(unstable_name_collisions)]
 #[cube(launch)]
-fn gelu_kernel<F: Float>(x: &Tensor<F>, y: &mut Tensor<F>, #[define(F)] _dtype: StorageType) {
+fn gelu_kernel<F: Float>(x: &Array<F>, y: &mut Array<F>, #[define(F)] _dtype: StorageType) {
     let i = ABSOLUTE_POS;
     if i < y.len() {
-        let v = x[i];
-        y[i] =
-            v * (F::erf(v * F::new(std::f32::consts::FRAC_1_SQRT_2)) + F::new(1.0)) * F::new(0.5);
+        let v = f32::cast_from(x[i]);
+        y[i] = F::cast_from(v * (f32::erf(v * std::f32::consts::FRAC_1_SQRT_2) + 1.0) * 0.5);
     }
 }
 
-/// `dx = g·(Φ(x) + x·φ(x))`, in `g`'s type `F` (the saved `x` may be bf16).
+/// `dx = g·(Φ(x) + x·φ(x))`, written in `g`'s type `F` (the saved `x` may be bf16 where `g` is
+/// f32).
+#[allow(unstable_name_collisions)]
 #[cube(launch)]
 fn gelu_backward_kernel<X: Float, F: Float>(
-    x: &Tensor<X>,
-    g: &Tensor<F>,
-    dx: &mut Tensor<F>,
+    x: &Array<X>,
+    g: &Array<F>,
+    dx: &mut Array<F>,
     #[define(X, F)] _dtypes: [StorageType; 2],
 ) {
     let i = ABSOLUTE_POS;
     if i < dx.len() {
-        let v = F::cast_from(x[i]);
-        let cdf = (F::erf(v * F::new(std::f32::consts::FRAC_1_SQRT_2)) + F::new(1.0)) * F::new(0.5);
+        let v = f32::cast_from(x[i]);
+        let cdf = (f32::erf(v * std::f32::consts::FRAC_1_SQRT_2) + 1.0) * 0.5;
         // 1/√(2π)
-        let pdf = F::exp(v * v * F::new(-0.5)) * F::new(0.398_942_3);
-        dx[i] = g[i] * (cdf + v * pdf);
+        let pdf = f32::exp(v * v * -0.5) * 0.398_942_3;
+        dx[i] = F::cast_from(f32::cast_from(g[i]) * (cdf + v * pdf));
     }
 }
 
-/// Exact GELU, `x·Φ(x)`, in one pass.
+/// Exact GELU, `x·Φ(x)`, in one pass, in `x`'s dtype.
 pub fn gelu<R: CubeRuntime>(x: CubeTensor<R>) -> CubeTensor<R> {
     let x = into_contiguous(x);
     let y = empty_like(&x, x.meta.shape().clone(), x.dtype);
@@ -40,8 +44,8 @@ pub fn gelu<R: CubeRuntime>(x: CubeTensor<R>) -> CubeTensor<R> {
         &x.client.clone(),
         count,
         dim,
-        x.into_tensor_arg(),
-        y.clone().into_tensor_arg(),
+        x.into_array_arg(),
+        y.clone().into_array_arg(),
         dtype.into(),
     );
     y
@@ -57,9 +61,9 @@ pub fn gelu_backward<R: CubeRuntime>(x: CubeTensor<R>, g: CubeTensor<R>) -> Cube
         &g.client.clone(),
         count,
         dim,
-        x.into_tensor_arg(),
-        g.into_tensor_arg(),
-        dx.clone().into_tensor_arg(),
+        x.into_array_arg(),
+        g.into_array_arg(),
+        dx.clone().into_array_arg(),
         dtypes,
     );
     dx

@@ -7,7 +7,7 @@ use super::*;
 /// over it.
 #[cube]
 fn row_stats<X: Float, F: Float>(
-    x: &Tensor<X>,
+    x: &Array<X>,
     base: usize,
     n: usize,
     eps: f32,
@@ -37,10 +37,10 @@ fn row_stats<X: Float, F: Float>(
 /// One cube per row of `n`: `y = (x − mean)·rstd·gamma + beta`.
 #[cube(launch)]
 fn layernorm_kernel<F: Float>(
-    x: &Tensor<F>,
-    gamma: &Tensor<F>,
-    beta: &Tensor<F>,
-    y: &mut Tensor<F>,
+    x: &Array<F>,
+    gamma: &Array<F>,
+    beta: &Array<F>,
+    y: &mut Array<F>,
     rows: u32,
     n: u32,
     eps: f32,
@@ -68,11 +68,11 @@ fn layernorm_kernel<F: Float>(
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn layernorm_backward_kernel<X: Float, F: Float>(
-    x: &Tensor<X>,
-    gamma: &Tensor<F>,
-    g: &Tensor<F>,
-    dx: &mut Tensor<F>,
-    gx: &mut Tensor<F>,
+    x: &Array<X>,
+    gamma: &Array<F>,
+    g: &Array<F>,
+    dx: &mut Array<F>,
+    gx: &mut Array<F>,
     rows: u32,
     n: u32,
     eps: f32,
@@ -133,10 +133,10 @@ pub fn layernorm<R: CubeRuntime>(
         &x.client.clone(),
         count,
         dim,
-        x.into_tensor_arg(),
-        gamma.into_tensor_arg(),
-        beta.into_tensor_arg(),
-        y.clone().into_tensor_arg(),
+        x.into_array_arg(),
+        gamma.into_array_arg(),
+        beta.into_array_arg(),
+        y.clone().into_array_arg(),
         rows as u32,
         n as u32,
         eps as f32,
@@ -171,11 +171,11 @@ pub fn layernorm_backward<R: CubeRuntime>(
         &g.client.clone(),
         count,
         dim,
-        x.into_tensor_arg(),
-        gamma.into_tensor_arg(),
-        g.into_tensor_arg(),
-        dx.clone().into_tensor_arg(),
-        gx.clone().into_tensor_arg(),
+        x.into_array_arg(),
+        gamma.into_array_arg(),
+        g.into_array_arg(),
+        dx.clone().into_array_arg(),
+        gx.clone().into_array_arg(),
         rows as u32,
         n as u32,
         eps as f32,

@@ -9,7 +9,10 @@
 //! log-sum-exp in one pass, the online softmax), as llm.c's
 //! kernels do.
 //!
-//! Inputs are made contiguous first. Kernels compute in the gradient's (or the scores') dtype
+//! Inputs are made contiguous first, and the kernels that index them by position alone take
+//! them as CubeCL arrays, not tensors: a tensor argument's shape and strides go to the GPU as an
+//! upload of their own before each launch on CUDA, an array's length in the launch's
+//! parameters (the rotary kernels, which read strided views, keep tensors). Kernels compute in the gradient's (or the scores') dtype
 //! and read or write bf16 where `--dtype bf16` keeps or feeds bf16: a saved bf16 input is
 //! read as it is (GELU's and LayerNorm's backward), and q, k, v, the attention probabilities
 //! and their gradient are written in bf16 for the bf16 products that take them, with no cast
@@ -77,7 +80,7 @@ fn cube_sum<F: Float>(v: F, buf: &mut SharedMemory<F>) -> F {
 /// sum scaled to it (one pass, the online softmax), then the units' pairs combined.
 #[cube]
 fn row_logsumexp<F: Float>(
-    x: &Tensor<F>,
+    x: &Array<F>,
     base: usize,
     n: usize,
     scale: F,
@@ -120,13 +123,14 @@ fn row_launch<R: CubeRuntime>(t: &CubeTensor<R>) -> (usize, usize, CubeCount, Cu
     (rows, n, count, CubeDim::new_1d(units), units)
 }
 
-/// `x` contiguous and in `like`'s dtype (a saved bf16 input for an f32 gradient, tables for
-/// the activations).
+/// `x` contiguous and in f32 (the rotary tables, which the kernels read in f32).
+fn f32_contiguous<R: CubeRuntime>(x: CubeTensor<R>) -> CubeTensor<R> {
+    // `cast` to the tensor's own dtype returns it as it is
+    cast(into_contiguous(x), DType::F32)
+}
+
+/// `x` contiguous and in `like`'s dtype (a saved bf16 input for an f32 gradient, gamma for
+/// LayerNorm's gradient, the gradients of k and v as q's).
 fn contiguous_like<R: CubeRuntime>(x: CubeTensor<R>, like: &CubeTensor<R>) -> CubeTensor<R> {
-    let x = into_contiguous(x);
-    if x.dtype == like.dtype {
-        x
-    } else {
-        cast(x, like.dtype)
-    }
+    cast(into_contiguous(x), like.dtype)
 }

@@ -102,6 +102,9 @@ fn bench_on<AB: TrainBackend>(
     }
     let init_s = start.elapsed().as_secs_f64();
     let mut step_s = Vec::new();
+    // per timed step: the host's time to queue forward and backward, then its wait for the GPU
+    // to finish them (the gradient norm is read): a wait near 0 means the host sets the pace
+    let (mut queue_s, mut wait_s) = (0.0, 0.0);
     // read after the timed steps, so that no step waits for its loss
     let mut losses = Vec::new();
     let examples: Vec<Example> = (0..args.batch)
@@ -133,7 +136,13 @@ fn bench_on<AB: TrainBackend>(
             &mut grads,
         );
         let grads = grads.flatten().expect("LoRA weights have gradients");
-        let scale = clip_scale(grads.norm(), 1.0);
+        let queued = ts.elapsed().as_secs_f64();
+        let norm = grads.norm();
+        if step >= 3 {
+            queue_s += queued;
+            wait_s += ts.elapsed().as_secs_f64() - queued;
+        }
+        let scale = clip_scale(norm, 1.0);
         model = opt.step(model, &grads, 1e-3, scale);
         step_s.push(ts.elapsed().as_secs_f64());
         losses.push(loss);
@@ -144,11 +153,13 @@ fn bench_on<AB: TrainBackend>(
             );
         }
     }
-    let dt = t0.elapsed().as_secs_f64() / args.steps as f64;
     let losses: Vec<f32> = losses
         .into_iter()
         .map(|l| l.into_scalar().elem::<f32>())
         .collect();
+    // after the reads: the last optimizer step is finished too
+    let dt = t0.elapsed().as_secs_f64() / args.steps as f64;
+    let per_step_ms = |s: f64| s * 1e3 / args.steps as f64;
     println!(
         "{}",
         serde_json::json!({
@@ -157,6 +168,8 @@ fn bench_on<AB: TrainBackend>(
             "grad_checkpointing": args.grad_checkpointing,
             "quant": args.quant.json(),
             "ms_per_step": dt * 1e3,
+            "queue_ms_per_step": per_step_ms(queue_s),
+            "wait_ms_per_step": per_step_ms(wait_s),
             "tokens_per_s": (args.batch * args.seq) as f64 / dt,
             "init_s": init_s,
             "first_step_done_s": init_s + step_s[0],

@@ -34,18 +34,17 @@ impl<B: ModelBackend> Attention<B> {
     ) -> Tensor<B, 3> {
         let [b, t, hidden] = x.dims();
         let (nh, hd) = (self.num_heads, self.head_dim);
-        // With `bf16` and no cache the projection is bf16 (the cast its product makes anyway),
-        // as a bf16 model in PyTorch keeps it: half the bytes for its bias, its LoRA sum, the
-        // split and their gradients; the split computes in f32.
-        let x = if self.bf16 && cache.is_none() {
-            x.cast(FloatDType::BF16)
-        } else {
-            x
+        // With `bf16` and no cache the projection is bf16, as a bf16 model in PyTorch keeps
+        // it: half the bytes for its bias, its LoRA sum, the split and their gradients (the
+        // split computes in f32).
+        let dtype = match cache {
+            None if self.bf16 => FloatDType::BF16,
+            _ => x.dtype().into(),
         };
         // [b, t, nh, 3·hd] → [b, nh, t, 3·hd]: each head's rows are q, k, v in turn.
         let qkv = self
             .query_key_value
-            .forward(x)
+            .forward_as(x, dtype)
             .reshape([b, t, nh, 3 * hd])
             .swap_dims(1, 2);
         let out = match cache {

@@ -52,9 +52,15 @@ impl<B: ModelBackend> Backward<B, 1> for QkvAttention {
             // rounded once for both products
             let g = if bf16 { g.cast(FloatDType::BF16) } else { g };
             // P in f32 (the softmax's backward reads it unrounded, as autodiff through the
-            // forward would), rounded to bf16 for `dv` by the product
-            let p = B::causal_softmax(B::gemm(q.clone(), k.clone().transpose(), bf16), c);
-            let dv = B::gemm(p.clone().transpose(), g.clone(), bf16);
+            // forward would) and, written in the same pass, in bf16 for `dv`'s product
+            let scores = B::gemm(q.clone(), k.clone().transpose(), bf16);
+            let (p, pb) = if bf16 {
+                B::causal_softmax_pair(scores, c, FloatDType::BF16)
+            } else {
+                let p = B::causal_softmax(scores, c);
+                (p.clone(), p)
+            };
+            let dv = B::gemm(pb.transpose(), g.clone(), bf16);
             let dp = B::gemm(g, v.transpose(), bf16);
             // in f32 and scaled, then rounded to bf16 once for both products
             let ds = if bf16 {

@@ -108,6 +108,17 @@ pub trait ModelBackend: Backend {
         Self::causal_softmax(scores, scale).cast(dtype)
     }
 
+    /// [`causal_softmax`](Self::causal_softmax) in the scores' dtype and in `dtype` (attention's
+    /// backward pass: f32 for the softmax's gradient, bf16 for `Pᵀ·g`).
+    fn causal_softmax_pair(
+        scores: Tensor<Self, 4>,
+        scale: f64,
+        dtype: FloatDType,
+    ) -> (Tensor<Self, 4>, Tensor<Self, 4>) {
+        let p = Self::causal_softmax(scores, scale);
+        (p.clone(), p.cast(dtype))
+    }
+
     /// [`softmax_backward`](Self::softmax_backward) computed in `dp`'s dtype (`p` may be bf16),
     /// the gradient written in `dtype`.
     fn softmax_backward_as(
@@ -206,7 +217,7 @@ pub trait ModelBackend: Backend {
     }
 
     /// LayerNorm over the last dimension, `(x − mean)/√(var + ε)·gamma + beta` (biased
-    /// variance), as burn's `layer_norm` op computes it.
+    /// variance), as burn's `layer_norm` op computes it, in gamma's dtype (`x` may be bf16).
     fn layernorm<const D: usize>(
         x: Tensor<Self, D>,
         gamma: Tensor<Self, 1>,
@@ -215,6 +226,7 @@ pub trait ModelBackend: Backend {
         bf16_stash: bool,
     ) -> Tensor<Self, D> {
         let _ = bf16_stash;
+        let x = x.cast(gamma.dtype());
         let y = <Self as ModuleOps<Self>>::layer_norm(
             to_prim(x),
             to_prim(gamma),
@@ -399,6 +411,15 @@ where
             scale,
             dtype.into(),
         ))
+    }
+
+    fn causal_softmax_pair(
+        scores: Tensor<Self, 4>,
+        scale: f64,
+        dtype: FloatDType,
+    ) -> (Tensor<Self, 4>, Tensor<Self, 4>) {
+        let (p, pb) = crate::kernels::causal_softmax_pair(to_prim(scores), scale, dtype.into());
+        (from_prim(p), from_prim(pb))
     }
 
     fn split_qkv_rope(

@@ -3,7 +3,7 @@
 use crate::ModelBackend;
 use crate::norm::LayerNorm;
 use burn::module::Module;
-use burn::tensor::Tensor;
+use burn::tensor::{FloatDType, Tensor};
 
 use crate::attention::Attention;
 use crate::cache::KvCache;
@@ -26,14 +26,20 @@ impl<B: ModelBackend> Layer<B> {
         rope: &Rope<B>,
         cache: Option<(&mut KvCache<B>, usize)>,
     ) -> Tensor<B, 3> {
+        // With bf16 (`precision.rs`) the LayerNorms read `h` rounded to bf16, as in a bf16
+        // model's residual stream, and keep that copy for backward: one copy for both of a
+        // parallel layer's (each would keep one of its own).
+        let hn = if self.input_layernorm.bf16_stash {
+            h.clone().cast(FloatDType::BF16)
+        } else {
+            h.clone()
+        };
         let a = self
             .attention
-            .forward(self.input_layernorm.forward(h.clone()), rope, cache);
+            .forward(self.input_layernorm.forward(hn.clone()), rope, cache);
         if self.use_parallel_residual {
             // Both branches read the same input: h + attn(ln1(h)) + mlp(ln2(h)).
-            let m = self
-                .mlp
-                .forward(self.post_attention_layernorm.forward(h.clone()));
+            let m = self.mlp.forward(self.post_attention_layernorm.forward(hn));
             m + a + h
         } else {
             let h = h + a;

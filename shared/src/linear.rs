@@ -7,7 +7,7 @@
 use crate::ModelBackend;
 use burn::module::{Module, Param};
 use burn::nn::Dropout;
-use burn::tensor::{Tensor, backend::Backend};
+use burn::tensor::{FloatDType, Tensor, backend::Backend};
 
 use crate::base_weight::BaseWeight;
 
@@ -58,8 +58,16 @@ impl<B: ModelBackend> Linear<B> {
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let dtype = x.dtype().into();
+        self.forward_as(x, dtype)
+    }
+
+    /// [`forward`](Self::forward) with the result in `dtype`: the base multiplies `x` cast to
+    /// `dtype` (a bf16 projection from an f32 input casts it once, as its bf16 product would
+    /// anyway), while the adapter takes `x` as it is, in its own dtype.
+    pub fn forward_as<const D: usize>(&self, x: Tensor<B, D>, dtype: FloatDType) -> Tensor<B, D> {
         match &self.lora {
-            None => self.base_forward(x),
+            None => self.base_forward(x.cast(dtype)),
             Some(l) => {
                 let a = l.lora_a.val();
                 // in the adapter's dtype (f32 weights over a bf16 input, as PEFT casts it)
@@ -72,9 +80,7 @@ impl<B: ModelBackend> Linear<B> {
                     s => l.lora_b.val() * s,
                 };
                 let delta = B::gemm(xa, unsqueeze(b), false);
-                let y = self.base_forward(x);
-                let dtype = y.dtype();
-                y + delta.cast(dtype)
+                self.base_forward(x.cast(dtype)) + delta.cast(dtype)
             }
         }
     }

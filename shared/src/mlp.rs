@@ -28,8 +28,7 @@ impl<B: ModelBackend> Mlp<B> {
             return self.dense_4h_to_h.forward(self.act.forward(h, false));
         }
         let dtype = x.dtype();
-        // the cast the bf16 product would make of its input anyway
-        let h = self.dense_h_to_4h.forward(x.cast(FloatDType::BF16));
+        let h = self.dense_h_to_4h.forward_as(x, FloatDType::BF16);
         self.dense_4h_to_h
             .forward(self.act.forward(h, true))
             .cast(dtype)

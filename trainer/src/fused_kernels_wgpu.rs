@@ -96,6 +96,10 @@ fn causal_softmax_and_attention_match_the_formulas() {
         let (dp, dpg) = pair(shape, 8, 1.0);
         let p = Flex::causal_softmax(s.clone(), 0.3);
         close(G::causal_softmax(sg.clone(), 0.3), p.clone());
+        // both outputs of the paired kernel (in f32 twice here: lavapipe has no bf16)
+        let (pf, pb) = G::causal_softmax_pair(sg.clone(), 0.3, FloatDType::F32);
+        close(pf, p.clone());
+        close(pb, p.clone());
         let pg = Tensor::from_data(p.to_data(), &Default::default());
         close(
             G::softmax_backward(pg, dpg, 0.3),

@@ -175,17 +175,19 @@ pub fn split_qkv_rope_backward<R: CubeRuntime>(
 
 /// One cube per row of `len` scores: row `r` is query `r mod t`, which sees the first
 /// `len − t + r mod t + 1` keys; `p = exp(s·scale − log Σ exp(s·scale))` over those, 0 beyond;
-/// computed in `F`, written in `O`.
+/// computed in `F`, written in `O`, and with `both` in `F` too (`pf`).
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn causal_softmax_kernel<F: Float, O: Float>(
     s: &Array<F>,
     p: &mut Array<O>,
+    pf: &mut Array<F>,
     rows: u32,
     t: u32,
     len: u32,
     scale: f32,
     #[comptime] units: u32,
+    #[comptime] both: bool,
     #[define(F, O)] _dtypes: [StorageType; 2],
 ) {
     let row = CUBE_POS;
@@ -202,10 +204,13 @@ fn causal_softmax_kernel<F: Float, O: Float>(
     let lse = row_logsumexp::<F>(s, base, visible, sc, &mut buf, units);
     let mut k = UNIT_POS as usize;
     while k < len {
+        let mut v = F::new(0.0);
         if k < visible {
-            p[base + k] = O::cast_from(F::exp(s[base + k] * sc - lse));
-        } else {
-            p[base + k] = O::new(0.0);
+            v = F::exp(s[base + k] * sc - lse);
+        }
+        p[base + k] = O::cast_from(v);
+        if both {
+            pf[base + k] = v;
         }
         k += step;
     }
@@ -256,9 +261,32 @@ pub fn causal_softmax<R: CubeRuntime>(
     scale: f64,
     out: DType,
 ) -> CubeTensor<R> {
+    softmax_into(scores, scale, out, false).0
+}
+
+/// [`causal_softmax`] written twice in one pass: in the scores' dtype and in `out` (attention's
+/// backward pass: f32 for the softmax's gradient, bf16 for a product).
+pub fn causal_softmax_pair<R: CubeRuntime>(
+    scores: CubeTensor<R>,
+    scale: f64,
+    out: DType,
+) -> (CubeTensor<R>, CubeTensor<R>) {
+    let (p, pf) = softmax_into(scores, scale, out, true);
+    (pf, p)
+}
+
+fn softmax_into<R: CubeRuntime>(
+    scores: CubeTensor<R>,
+    scale: f64,
+    out: DType,
+    both: bool,
+) -> (CubeTensor<R>, CubeTensor<R>) {
     let s = into_contiguous(scores);
     let t = s.meta.shape()[2];
-    let p = empty_like(&s, s.meta.shape().clone(), out);
+    let shape = s.meta.shape().clone();
+    let p = empty_like(&s, shape.clone(), out);
+    // without `both` the kernel never writes `pf`: a one-element placeholder
+    let pf = empty_like(&s, if both { shape } else { Shape::new([1]) }, s.dtype);
     let (rows, len, count, dim, units) = row_launch(&s);
     let dtypes = [s.dtype.into(), out.into()];
     causal_softmax_kernel::launch::<R>(
@@ -267,14 +295,16 @@ pub fn causal_softmax<R: CubeRuntime>(
         dim,
         s.into_array_arg(),
         p.clone().into_array_arg(),
+        pf.clone().into_array_arg(),
         rows as u32,
         t as u32,
         len as u32,
         scale as f32,
         units,
+        both,
         dtypes,
     );
-    p
+    (p, pf)
 }
 
 /// The scores' gradient from the softmax output `p` and its gradient `dp` (same shape):

@@ -34,10 +34,12 @@ fn row_stats<X: Float, F: Float>(
     (mean, F::recip(F::sqrt(var + F::cast_from(eps))))
 }
 
-/// One cube per row of `n`: `y = (x − mean)·rstd·gamma + beta`.
+/// One cube per row of `n`: `y = (x − mean)·rstd·gamma + beta`, `x` read as `F` (gamma's
+/// type; `x` may be bf16).
 #[cube(launch)]
-fn layernorm_kernel<F: Float>(
-    x: &Array<F>,
+#[allow(clippy::too_many_arguments)]
+fn layernorm_kernel<X: Float, F: Float>(
+    x: &Array<X>,
     gamma: &Array<F>,
     beta: &Array<F>,
     y: &mut Array<F>,
@@ -45,7 +47,7 @@ fn layernorm_kernel<F: Float>(
     n: u32,
     eps: f32,
     #[comptime] units: u32,
-    #[define(F)] _dtype: StorageType,
+    #[define(X, F)] _dtypes: [StorageType; 2],
 ) {
     let row = CUBE_POS;
     if row >= rows as usize {
@@ -54,10 +56,10 @@ fn layernorm_kernel<F: Float>(
     let n = n as usize;
     let base = row * n;
     let mut buf = SharedMemory::<F>::new(units as usize);
-    let (mean, rstd) = row_stats::<F, F>(x, base, n, eps, &mut buf, units);
+    let (mean, rstd) = row_stats::<X, F>(x, base, n, eps, &mut buf, units);
     let mut i = UNIT_POS as usize;
     while i < n {
-        y[base + i] = (x[base + i] - mean) * rstd * gamma[i] + beta[i];
+        y[base + i] = (F::cast_from(x[base + i]) - mean) * rstd * gamma[i] + beta[i];
         i += units as usize;
     }
 }
@@ -114,21 +116,18 @@ fn layernorm_backward_kernel<X: Float, F: Float>(
     }
 }
 
-/// LayerNorm over the last dimension, one cube per row.
+/// LayerNorm over the last dimension, one cube per row, in gamma's dtype (`x` may be bf16).
 pub fn layernorm<R: CubeRuntime>(
     x: CubeTensor<R>,
     gamma: CubeTensor<R>,
     beta: CubeTensor<R>,
     eps: f64,
 ) -> CubeTensor<R> {
-    let (x, gamma, beta) = (
-        into_contiguous(x),
-        into_contiguous(gamma),
-        into_contiguous(beta),
-    );
-    let y = empty_like(&x, x.meta.shape().clone(), x.dtype);
+    let (x, gamma) = (into_contiguous(x), into_contiguous(gamma));
+    let beta = contiguous_like(beta, &gamma);
+    let y = empty_like(&x, x.meta.shape().clone(), gamma.dtype);
     let (rows, n, count, dim, units) = row_launch(&x);
-    let dtype = x.dtype;
+    let dtypes = [x.dtype.into(), gamma.dtype.into()];
     layernorm_kernel::launch::<R>(
         &x.client.clone(),
         count,
@@ -141,7 +140,7 @@ pub fn layernorm<R: CubeRuntime>(
         n as u32,
         eps as f32,
         units,
-        dtype.into(),
+        dtypes,
     );
     y
 }

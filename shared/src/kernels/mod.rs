@@ -32,7 +32,9 @@ mod gelu;
 mod layernorm;
 mod loss;
 
-pub use attention::{causal_softmax, softmax_backward, split_qkv_rope, split_qkv_rope_backward};
+pub use attention::{
+    causal_softmax, causal_softmax_pair, softmax_backward, split_qkv_rope, split_qkv_rope_backward,
+};
 pub use flags::{signal, wait_for};
 pub use gelu::{gelu, gelu_backward};
 pub use layernorm::{layernorm, layernorm_backward};

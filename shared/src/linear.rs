@@ -70,16 +70,21 @@ impl<B: ModelBackend> Linear<B> {
             None => self.base_forward(x.cast(dtype)),
             Some(l) => {
                 let a = l.lora_a.val();
-                // in the adapter's dtype (f32 weights over a bf16 input, as PEFT casts it)
-                let xl = x.clone().cast(a.dtype());
-                let xa = B::gemm(l.dropout.forward(xl), unsqueeze(a), false);
+                // in the adapter's dtype (f32 weights over a bf16 input, as PEFT casts it), as
+                // one `[positions, in]` matrix: A's and B's gradients are then one product each
+                // (no per-sequence products summed afterwards)
+                let dims = x.dims();
+                let xl: Tensor<B, 2> = x.clone().cast(a.dtype()).reshape([-1, dims[D - 1] as i32]);
+                let xa = B::gemm(l.dropout.forward(xl), a, false);
                 // the scaling applied to B (`[r, out]`), not to the `[.., out]` product: one
                 // pass over the activations fewer, forward and backward
                 let b = match l.scaling {
                     1.0 => l.lora_b.val(),
                     s => l.lora_b.val() * s,
                 };
-                let delta = B::gemm(xa, unsqueeze(b), false);
+                let mut out = dims;
+                out[D - 1] = b.dims()[1];
+                let delta = B::gemm(xa, b, false).reshape(out);
                 self.base_forward(x.cast(dtype)) + delta.cast(dtype)
             }
         }
@@ -100,9 +105,4 @@ impl<B: ModelBackend> Linear<B> {
             }
         }
     }
-}
-
-/// `[a, b]` → `[1, …, a, b]` for a batched matmul with a `D`-dimensional input.
-fn unsqueeze<B: Backend, const D: usize>(t: Tensor<B, 2>) -> Tensor<B, D> {
-    t.unsqueeze()
 }

@@ -7,9 +7,11 @@
 #     9b87273); where both multiply the same way their losses agree to the bit.
 # Measures, polyglot-ko-1.3b shape, LoRA r8 qkv, bf16:
 #   - HF + PEFT's tokens/s at batch 8 x 512 (torch_gpu_baseline.py --quick), the peer;
-#   - ours at batch 8, both builds, and this one with cuBLAS on a stream of its own ordered by
-#     flag kernels (cublas-flags: the default before cuBLAS queued on CubeCL's stream) and with
-#     host waits (cublas-sync); each row also splits a step into the host's time to queue
+#   - ours at batch 8, both builds, and this one with each product handed over to CubeCL's
+#     device thread (cublas-handover: waits for it, where the default queues the product like a
+#     kernel), with cuBLAS on a stream of its own ordered by flag kernels (cublas-flags: the
+#     default before cuBLAS queued on CubeCL's stream) and with host waits (cublas-sync); each
+#     row also splits a step into the host's time to queue
 #     forward and backward and its wait for the GPU to finish them (a wait near 0: the host
 #     sets the pace);
 #   - ours at batch 1 and 16 (the host's work per step does not depend on the batch: a step
@@ -34,6 +36,7 @@ t=$(cap 90); [ "$t" -gt 0 ] && peak "$W/torch.peak" timeout "$t" python3 bench/t
 t=$(cap 30); [ "$t" -gt 0 ] && timeout "$t" "$T" bench-matmul --device "$DEV" --check > "$W/check.jsonl" 2> "$W/check.err"
 run_train new "$T" 40 --layers "$LAYERS" --steps 6 --dtype "$DTYPE"
 LAW_POLYGLOT_MATMUL=cublas-async run_train prev "$TP" 40 --layers "$LAYERS" --steps 6 --dtype "$DTYPE"
+LAW_POLYGLOT_MATMUL=cublas-handover run_train handover "$T" 40 --layers "$LAYERS" --steps 6 --dtype "$DTYPE"
 LAW_POLYGLOT_MATMUL=cublas-flags run_train flags "$T" 40 --layers "$LAYERS" --steps 6 --dtype "$DTYPE"
 LAW_POLYGLOT_MATMUL=cublas-sync run_train sync "$T" 40 --layers "$LAYERS" --steps 6 --dtype "$DTYPE"
 SHAPE=$B1 run_train b1 "$T" 30 --layers "$LAYERS" --steps 6 --dtype "$DTYPE"
@@ -66,6 +69,7 @@ echo "| LoRA r8 qkv step, 1.3b shape, bf16 | tokens/s (against HF + PEFT at 8 x 
 echo "|---|---|"
 echo "| 8 x 512, this build ($(cat .gpu/plain/BUILT_FROM 2>/dev/null | cut -c1-12)) | $(row train-new) |"
 echo "| 8 x 512, previous build ($(cat .gpu/prev/BUILT_FROM 2>/dev/null | cut -c1-20)) | $(row train-prev) |"
+echo "| 8 x 512, this build, each product handed over (cublas-handover) | $(row train-handover) |"
 echo "| 8 x 512, this build, cuBLAS on its own stream, flag kernels (cublas-flags) | $(row train-flags) |"
 echo "| 8 x 512, this build, host waits (cublas-sync) | $(row train-sync) |"
 echo "| 1 x 512, this build | $(row train-b1) |"
@@ -73,7 +77,7 @@ echo "| 1 x 512, previous build | $(row train-prev-b1) |"
 echo "| 4 layers, profiled (CubeCL kernels timed one by one) | $(row profile-plain) |"
 echo "| 16 x 512, this build | $(row train-b16) |"
 echo "| QLoRA NF4 + DQ, 8 x 512, this build | $(row train-nf4) |"
-echo "| first 3 losses: this build; previous; flags; host waits | $(losses "$W/train-new.json"); $(losses "$W/train-prev.json"); $(losses "$W/train-flags.json"); $(losses "$W/train-sync.json") |"
+echo "| first 3 losses: this build; previous; handed over; flags; host waits | $(losses "$W/train-new.json"); $(losses "$W/train-prev.json"); $(losses "$W/train-handover.json"); $(losses "$W/train-flags.json"); $(losses "$W/train-sync.json") |"
 echo "| how cuBLAS was ordered (this build) | $(grep -h -m1 -o "cuBLAS queues[^(]*\|CubeCL's stream not found[^;]*" "$W/train-new.err" 2>/dev/null) |"
 echo "| bench-matmul --check, largest relative difference | $(grep -o '"rel_err":[0-9.e+-]*' "$W/check.jsonl" 2>/dev/null | cut -d: -f2 | sort -g | tail -1) |"
 pack_out --exclude='mem.*' --exclude='*.nsys-rep'

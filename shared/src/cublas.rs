@@ -3,12 +3,15 @@
 //! matmul without autotune ran 51 TFLOP/s in f32 on an H100 and 94 in bf16 on an H200, where
 //! cuBLAS runs 757 in bf16 (H200).
 //!
-//! Each product runs on CubeCL's device thread (`ComputeClient::exclusive`: one hand-over, in
-//! which the operands' addresses are looked up and the product queued). By default (`cublas`)
-//! cuBLAS queues it on the CUDA stream CubeCL runs the calling thread's work on, found once per
-//! stream (`stream_lookup.rs`: CubeCL keeps it private) and checked on the GPU: the product
-//! then sits between the kernels before and after it, as a CubeCL kernel would, and memory is
-//! reused in stream order.
+//! Each product runs on CubeCL's device thread, where the operands' addresses are looked up.
+//! By default (`cublas`) cuBLAS queues it on the CUDA stream CubeCL runs the calling thread's
+//! work on, found once per stream (`stream_lookup.rs`: CubeCL keeps it private) and checked on
+//! the GPU: the product then sits between the kernels before and after it, as a CubeCL kernel
+//! would, and memory is reused in stream order. Once that stream is known, a product is a task
+//! queued to the device thread like any CubeCL kernel launch, and the caller goes on at once;
+//! otherwise it is a hand-over (`ComputeClient::exclusive`), which waits for the device thread
+//! to run everything queued before it (`LAW_POLYGLOT_MATMUL=cublas-handover` hands every
+//! product over, on CubeCL's stream still, for comparison).
 //!
 //! Where that stream is not found, and with `LAW_POLYGLOT_MATMUL=cublas-flags`, cuBLAS runs on
 //! a stream of its own and the GPU orders the two: a one-unit CubeCL kernel stores a sequence
@@ -31,6 +34,7 @@
 use std::any::Any;
 use std::collections::HashMap;
 use std::ffi::c_void;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use burn::tensor::{DType, Shape};
@@ -44,8 +48,9 @@ use cudarc::driver::{CudaContext, CudaStream};
 
 use crate::gemm_plan::{GemmPlan, Layout, Op, plan};
 
-/// The variable that picks the matmul: `cublas` (the default), `cublas-flags`, `cublas-sync`
-/// or `cubecl` (`cublas-async`, the default's former name, is still read).
+/// The variable that picks the matmul: `cublas` (the default), `cublas-handover`,
+/// `cublas-flags`, `cublas-sync` or `cubecl` (`cublas-async`, a former name of the default, is
+/// still read).
 pub const MATMUL_ENV: &str = "LAW_POLYGLOT_MATMUL";
 
 /// How CUDA products run.
@@ -53,8 +58,11 @@ pub const MATMUL_ENV: &str = "LAW_POLYGLOT_MATMUL";
 pub enum Mode {
     /// burn's CubeCL matmul.
     CubeCl,
-    /// cuBLAS on CubeCL's stream, or where it is not found as `CublasFlags`.
+    /// cuBLAS on CubeCL's stream, queued without waiting, or where it is not found as
+    /// `CublasFlags`.
     Cublas,
+    /// As `Cublas`, but each product handed over (waiting for the device thread).
+    CublasHandover,
     /// cuBLAS on a stream of its own, the streams waiting for each other on the GPU.
     CublasFlags,
     /// cuBLAS, the host waiting for each stream in turn.
@@ -95,11 +103,12 @@ pub fn mode() -> Mode {
             Ok("cubecl") => return Mode::CubeCl,
             Ok("cublas-sync") => Mode::CublasSync,
             Ok("cublas-flags") => Mode::CublasFlags,
+            Ok("cublas-handover") => Mode::CublasHandover,
             Ok("cublas" | "cublas-async") | Err(_) => Mode::Cublas,
             Ok(other) => {
                 eprintln!(
-                    "warning: {MATMUL_ENV}={other:?} is none of cublas, cublas-flags, \
-                     cublas-sync, cubecl; using cublas"
+                    "warning: {MATMUL_ENV}={other:?} is none of cublas, cublas-handover, \
+                     cublas-flags, cublas-sync, cubecl; using cublas"
                 );
                 Mode::Cublas
             }
@@ -122,11 +131,13 @@ pub fn available() -> bool {
     mode() != Mode::CubeCl
 }
 
-/// What multiplies on a CUDA device: `cublas`, `cublas-flags`, `cublas-sync` or `cubecl`.
+/// What multiplies on a CUDA device: `cublas`, `cublas-handover`, `cublas-flags`,
+/// `cublas-sync` or `cubecl`.
 pub fn backend_name() -> &'static str {
     match mode() {
         Mode::CubeCl => "cubecl",
         Mode::Cublas => "cublas",
+        Mode::CublasHandover => "cublas-handover",
         Mode::CublasFlags => "cublas-flags",
         Mode::CublasSync => "cublas-sync",
     }
@@ -278,12 +289,24 @@ fn warn_once(e: &str) {
 /// one hand-over: the address lookups, the flag kernels and any host wait run there in place,
 /// not as three or more round trips.
 fn run(
-    gemm: &Mutex<Gemm>,
+    gemm: &Arc<Mutex<Gemm>>,
     p: &GemmPlan,
     a: &CubeTensor<CudaRuntime>,
     b: &CubeTensor<CudaRuntime>,
     c: &CubeTensor<CudaRuntime>,
 ) -> Result<(), String> {
+    if mode() == Mode::Cublas && !QUEUED_FAILED.load(Ordering::Relaxed) {
+        let id = cubecl::stream_id::StreamId::current().value;
+        let known = gemm
+            .lock()
+            .map_err(|e| e.to_string())?
+            .cubecl_streams
+            .get(&id)
+            .copied();
+        if let Some(Some(stream)) = known {
+            return queue(gemm.clone(), *p, [a.clone(), b.clone(), c.clone()], stream);
+        }
+    }
     // CubeCL gives each host thread a stream of its own, and runs the closure on the caller's
     let caller = std::thread::current().id();
     c.client
@@ -316,7 +339,7 @@ fn run_here(
         .map_err(|e| e.to_string())?;
     let types = tensors.map(|t| data_type(t.dtype).expect("checked"));
     let launch = |g: &Gemm| launch(g, p, types, ptrs);
-    if mode() == Mode::Cublas
+    if matches!(mode(), Mode::Cublas | Mode::CublasHandover)
         && let Some(stream) = cubecl_stream(&mut gemm, c, caller)
     {
         queue_on(&mut gemm, stream)?;
@@ -324,7 +347,10 @@ fn run_here(
     }
     let own = gemm.stream.cu_stream() as u64;
     queue_on(&mut gemm, own)?;
-    if matches!(mode(), Mode::Cublas | Mode::CublasFlags) {
+    if matches!(
+        mode(),
+        Mode::Cublas | Mode::CublasHandover | Mode::CublasFlags
+    ) {
         match run_on_gpu(&mut gemm, c, caller, launch) {
             Ok(()) => return Ok(()),
             Err(AsyncError::Product(e)) => return Err(e),
@@ -338,6 +364,67 @@ fn run_here(
     cubecl::future::block_on(client.sync()).map_err(|e| format!("{e:?}"))?;
     launch(&gemm)?;
     gemm.stream.synchronize().map_err(|e| e.to_string())
+}
+
+/// Set once a product queued on CubeCL's stream failed on the device thread: later products
+/// take the hand-over again, where a failure falls back to CubeCL.
+static QUEUED_FAILED: AtomicBool = AtomicBool::new(false);
+
+/// Queues the product on CubeCL's device thread like any CubeCL kernel, without waiting (a
+/// hand-over waits for the device thread to run everything queued before it: ~500 a step,
+/// each a flush of CubeCL's task batch and a wake-up of either thread): the thread looks up
+/// the addresses and launches it on CubeCL's `stream`, in program order with the kernels
+/// around it. The task holds the three tensors until then.
+fn queue(
+    gemm: Arc<Mutex<Gemm>>,
+    p: GemmPlan,
+    tensors: [CubeTensor<CudaRuntime>; 3],
+    stream: u64,
+) -> Result<(), String> {
+    use cubecl::device::Device;
+    type Server = <CudaRuntime as cubecl::Runtime>::Server;
+    // the one error known before the launch: sizes beyond cuBLAS's integers
+    launch_args(&p)?;
+    let device = tensors[2].device.to_id();
+    cubecl::device_handle::DeviceHandle::<Server>::new(device).submit(move |server| {
+        if let Err(e) = launch_queued(server, &gemm, &p, &tensors, stream) {
+            QUEUED_FAILED.store(true, Ordering::Relaxed);
+            eprintln!(
+                "error: a cuBLAS product queued on CubeCL's stream failed ({e}): this step's \
+                 result is wrong; later products are handed over, and fall back to CubeCL"
+            );
+        }
+    });
+    Ok(())
+}
+
+fn launch_queued(
+    server: &mut <CudaRuntime as cubecl::Runtime>::Server,
+    gemm: &Mutex<Gemm>,
+    p: &GemmPlan,
+    tensors: &[CubeTensor<CudaRuntime>; 3],
+    stream: u64,
+) -> Result<(), String> {
+    use cubecl::server::ComputeServer;
+    // on the device thread, the caller's stream id
+    let id = cubecl::stream_id::StreamId::current();
+    let mut ptrs = [0u64; 3];
+    for (ptr, t) in ptrs.iter_mut().zip(tensors) {
+        let resource = server
+            .get_resource(t.handle.clone().binding(), id)
+            .map_err(|e| format!("{e:?}"))?;
+        *ptr = resource.resource().ptr;
+    }
+    let mut gemm = gemm.lock().map_err(|e| e.to_string())?;
+    gemm.stream
+        .context()
+        .bind_to_thread()
+        .map_err(|e| e.to_string())?;
+    queue_on(&mut gemm, stream)?;
+    let types = tensors
+        .each_ref()
+        .map(|t| data_type(t.dtype).expect("checked"));
+    launch(&gemm, p, types, ptrs)
 }
 
 /// Points the handle at `stream` (an address) if it queues elsewhere now.
@@ -550,8 +637,7 @@ fn launch(
     [ta, tb, tc]: [sys::cudaDataType; 3],
     [pa, pb, pc]: [u64; 3],
 ) -> Result<(), String> {
-    let int = |v: usize| i32::try_from(v).map_err(|_| format!("{v} exceeds cuBLAS's int"));
-    let long = |v: usize| i64::try_from(v).map_err(|_| format!("{v} exceeds cuBLAS's int64"));
+    let n = launch_args(p)?;
     let (alpha, beta) = (1.0f32, 0.0f32);
     // SAFETY: the pointers are live device allocations of the sizes the plan's strides address,
     // ordered by the caller after the work that writes the inputs and before any that reuses
@@ -561,27 +647,58 @@ fn launch(
             *gemm.blas.handle(),
             op(p.transa),
             op(p.transb),
-            int(p.m)?,
-            int(p.n)?,
-            int(p.k)?,
+            n.m,
+            n.n,
+            n.k,
             (&alpha as *const f32).cast::<c_void>(),
             pb as *const c_void,
             tb,
-            int(p.lda)?,
-            long(p.stride_a)?,
+            n.lda,
+            n.stride_a,
             pa as *const c_void,
             ta,
-            int(p.ldb)?,
-            long(p.stride_b)?,
+            n.ldb,
+            n.stride_b,
             (&beta as *const f32).cast::<c_void>(),
             pc as *mut c_void,
             tc,
-            int(p.ldc)?,
-            long(p.stride_c)?,
-            int(p.batch)?,
+            n.ldc,
+            n.stride_c,
+            n.batch,
             sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
             sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
         )
     }
     .map_err(|e| format!("{e:?}"))
+}
+
+/// A plan's sizes as cuBLAS's integer arguments.
+struct LaunchArgs {
+    m: i32,
+    n: i32,
+    k: i32,
+    lda: i32,
+    ldb: i32,
+    ldc: i32,
+    stride_a: i64,
+    stride_b: i64,
+    stride_c: i64,
+    batch: i32,
+}
+
+fn launch_args(p: &GemmPlan) -> Result<LaunchArgs, String> {
+    let int = |v: usize| i32::try_from(v).map_err(|_| format!("{v} exceeds cuBLAS's int"));
+    let long = |v: usize| i64::try_from(v).map_err(|_| format!("{v} exceeds cuBLAS's int64"));
+    Ok(LaunchArgs {
+        m: int(p.m)?,
+        n: int(p.n)?,
+        k: int(p.k)?,
+        lda: int(p.lda)?,
+        ldb: int(p.ldb)?,
+        ldc: int(p.ldc)?,
+        stride_a: long(p.stride_a)?,
+        stride_b: long(p.stride_b)?,
+        stride_c: long(p.stride_c)?,
+        batch: int(p.batch)?,
+    })
 }

@@ -363,6 +363,7 @@ mod tests {
     }
 
     fn random(shape: [usize; 4], seed: u64) -> Tensor<AD, 4> {
+        let _turn = crate::global_rng();
         <Flex as burn::tensor::backend::Backend>::seed(&Default::default(), seed);
         Tensor::random(shape, Distribution::Normal(0.0, 1.0), &Default::default())
     }

@@ -44,6 +44,13 @@ pub mod tokenizer;
 pub mod weights;
 
 pub use backend::{ModelBackend, TrainBackend};
+
+/// burn's backend RNG is global: unit tests that seed it and draw take turns.
+#[cfg(test)]
+pub(crate) fn global_rng() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(|e| e.into_inner())
+}
 pub use config::GptNeoxConfig;
 pub use error::{ConfigError, LoadError, TokenizerError};
 pub use model::GptNeoxForCausalLM;

@@ -7,7 +7,7 @@
 use crate::ModelBackend;
 use burn::module::{Module, Param};
 use burn::nn::Dropout;
-use burn::tensor::{FloatDType, Tensor, backend::Backend};
+use burn::tensor::{Distribution, FloatDType, Tensor, backend::Backend};
 
 use crate::base_weight::BaseWeight;
 
@@ -75,10 +75,13 @@ impl<B: ModelBackend> Linear<B> {
                 // (no per-sequence products summed afterwards)
                 let dims = x.dims();
                 let xl: Tensor<B, 2> = x.clone().cast(a.dtype()).reshape([-1, dims[D - 1] as i32]);
-                let xa = B::gemm(l.dropout.forward(xl), a, false);
-                // the scaling applied to B (`[r, out]`), not to the `[.., out]` product: one
-                // pass over the activations fewer, forward and backward
-                let b = match l.scaling {
+                // dropout as burn's `Dropout` draws it (the same mask), its `1/keep` applied with
+                // the scaling to B (`[r, out]`) rather than to `[positions, in]` and
+                // `[positions, out]` tensors: two passes over the activations fewer, forward
+                // and backward
+                let (xl, scale) = dropout(xl, l.dropout.prob, l.scaling);
+                let xa = B::gemm(xl, a, false);
+                let b = match scale {
                     1.0 => l.lora_b.val(),
                     s => l.lora_b.val() * s,
                 };
@@ -104,5 +107,52 @@ impl<B: ModelBackend> Linear<B> {
                 }
             }
         }
+    }
+}
+
+/// `x` with dropout's mask applied (in training: where autodiff is on and `prob > 0`, the mask
+/// drawn as `burn::nn::Dropout` draws it), and `scale` times dropout's `1/keep`, for the caller
+/// to apply to a small factor instead of the large result.
+fn dropout<B: Backend>(x: Tensor<B, 2>, prob: f64, scale: f64) -> (Tensor<B, 2>, f64) {
+    if prob == 0.0 || !B::ad_enabled(&x.device()) {
+        return (x, scale);
+    }
+    let keep = 1.0 - prob;
+    if keep <= 0.0 {
+        return (x.zeros_like(), scale);
+    }
+    let mask = x.random_like(Distribution::Bernoulli(keep));
+    (x * mask, scale / keep)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::{Autodiff, Flex};
+    use burn::nn::DropoutConfig;
+    use burn::tensor::Tolerance;
+
+    /// The mask is the one `burn::nn::Dropout` draws from the same seed, and its `1/keep` comes
+    /// back in the scale: `mask(x)·scale` is Dropout's output times the scaling.
+    #[test]
+    fn dropout_draws_burns_mask_and_returns_its_scale() {
+        type AD = Autodiff<Flex>;
+        let device = Default::default();
+        let _turn = crate::global_rng();
+        let x = Tensor::<AD, 2>::random([16, 24], Distribution::Normal(0.0, 1.0), &device);
+        AD::seed(&device, 5);
+        let (masked, scale) = dropout(x.clone(), 0.25, 2.0);
+        assert_eq!(scale, 2.0 / 0.75);
+        AD::seed(&device, 5);
+        let burns = DropoutConfig::new(0.25).init().forward(x.clone());
+        (masked * scale)
+            .into_data()
+            .assert_approx_eq::<f32>(&(burns * 2.0).into_data(), Tolerance::default());
+        // without autodiff (inference) and at 0 it is the identity
+        let (same, s) = dropout(x.clone().inner(), 0.25, 2.0);
+        assert_eq!(s, 2.0);
+        same.into_data()
+            .assert_eq(&x.clone().inner().into_data(), true);
+        assert_eq!(dropout(x, 0.0, 3.0).1, 3.0);
     }
 }

@@ -149,8 +149,8 @@ impl<B: ModelBackend, const D: usize> Backward<B, 1> for Nf4Matmul<D> {
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let w = ops.state;
         unary::<B, _>(ops.parents, ops.node, grads, |g| {
-            // dx = g·Wᵀ, in the weight's compute dtype; `compute_weight` is Wᵀ (`[out, in]`).
-            to_prim(B::base_matmul::<D>(from_prim(g), w.compute_weight()))
+            // dx = g·Wᵀ, in the weight's compute dtype; `nf4_weight` is Wᵀ (`[out, in]`).
+            to_prim(B::base_matmul::<D>(from_prim(g), B::nf4_weight(&w)))
         });
     }
 }

@@ -264,7 +264,13 @@ pub trait ModelBackend: Backend {
     /// `x·W` with `W` the NF4 weight dequantized (`[in, out]`), multiplied in the weight's
     /// compute dtype; the result comes back in `x`'s dtype.
     fn nf4_matmul<const D: usize>(x: Tensor<Self, D>, w: &Nf4Weight<Self>) -> Tensor<Self, D> {
-        Self::base_matmul(x, w.compute_weight().transpose())
+        Self::base_matmul(x, Self::nf4_weight(w).transpose())
+    }
+
+    /// An NF4 weight dequantized, `[out, in]`, in the dtype its matmul runs in
+    /// ([`Nf4Weight::compute_weight`]; CubeCL backends run it as one kernel).
+    fn nf4_weight(w: &Nf4Weight<Self>) -> Tensor<Self, 2> {
+        w.compute_weight()
     }
 }
 
@@ -410,6 +416,35 @@ where
             to_prim(scores),
             scale,
             dtype.into(),
+        ))
+    }
+
+    fn nf4_weight(w: &Nf4Weight<Self>) -> Tensor<Self, 2> {
+        use crate::kernels::{Nf4Parts, nf4_dequantize};
+        let parts = match (&w.absmax, &w.nested) {
+            (Some(a), _) => Nf4Parts::Plain {
+                absmax: to_prim(a.val()),
+            },
+            (None, Some(n)) => Nf4Parts::Double {
+                codes: n.codes.val().into_primitive(),
+                absmax2: to_prim(n.absmax2.val()),
+                code2: to_prim(n.code2.val()),
+                offset: n.offset as f32,
+            },
+            (None, None) => unreachable!("an NF4 weight has absmax values"),
+        };
+        let out = if w.bf16 {
+            burn::tensor::DType::BF16
+        } else {
+            burn::tensor::DType::F32
+        };
+        from_prim(nf4_dequantize(
+            w.codes.val().into_primitive(),
+            to_prim(w.code.val()),
+            parts,
+            [w.d_output, w.d_input],
+            w.blocksize,
+            out,
         ))
     }
 

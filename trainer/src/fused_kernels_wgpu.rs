@@ -191,3 +191,28 @@ fn flag_kernels_store_and_wait() {
     let got = Tensor::<C, 1, Int>::from_primitive(t).into_data();
     assert_eq!(got.to_vec::<u32>().unwrap(), vec![7, 5]);
 }
+
+/// NF4 dequantization in one kernel, with plain and with double-quantized block scales, for
+/// weight counts that are no whole number of blocks (and blocks no whole number of nested
+/// groups), against the tensor ops that compute it on the CPU.
+#[test]
+fn nf4_dequantization_matches_the_tensor_ops() {
+    use shared::base_weight::Nf4Weight;
+    use shared::nf4::{BLOCKSIZE, Nf4};
+    // the CubeCL backend itself (`G` is burn-fusion's wrapper in a `fusion` build)
+    type C = burn_cubecl::CubeBackend<burn_cubecl::cubecl::wgpu::WgpuRuntime, f32, i32, u32>;
+    for (d_in, d_out, double) in [(40, 33, false), (40, 33, true), (64, 300, true)] {
+        let hf: Vec<f32> = (0..d_in * d_out)
+            .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * (1 + i % 13) as f32)
+            .collect();
+        let q = Nf4::quantize(&hf, BLOCKSIZE, double);
+        let cpu = Nf4Weight::<Flex>::from_host(&q, d_in, d_out, &Default::default());
+        let gpu = Nf4Weight::<C>::from_host(&q, d_in, d_out, &Default::default());
+        let got = C::nf4_weight(&gpu);
+        assert_eq!(got.dims(), [d_out, d_in]);
+        got.into_data().assert_approx_eq::<f32>(
+            &cpu.compute_weight().into_data(),
+            Tolerance::rel_abs(1e-6, 1e-7),
+        );
+    }
+}

@@ -31,6 +31,7 @@ mod flags;
 mod gelu;
 mod layernorm;
 mod loss;
+mod nf4;
 
 pub use attention::{
     causal_softmax, causal_softmax_pair, softmax_backward, split_qkv_rope, split_qkv_rope_backward,
@@ -39,6 +40,7 @@ pub use flags::{signal, wait_for};
 pub use gelu::{gelu, gelu_backward};
 pub use layernorm::{layernorm, layernorm_backward};
 pub use loss::{weighted_nll_backward, weighted_nll_rows};
+pub use nf4::{Nf4Parts, nf4_dequantize};
 
 /// Units per cube for the element-wise kernels.
 const ELEMWISE_UNITS: u32 = 256;

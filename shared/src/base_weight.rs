@@ -4,7 +4,8 @@
 //! The NF4 weight is stored as packed 4-bit codes (8 per 32-bit word, about 4.1 bits per value
 //! with double quantization). Dequantizing runs on the device with tensor ops that autodiff does
 //! not record (nothing in it needs a gradient), so the backward pass reaches the input and the
-//! LoRA weights only. Under autodiff the matmul is one graph node that keeps the codes and
+//! LoRA weights only; CubeCL backends (CUDA, wgpu) run it as one kernel instead
+//! (`ModelBackend::nf4_weight`, `kernels/nf4.rs`). Under autodiff the matmul is one graph node that keeps the codes and
 //! dequantizes again in backward (`ModelBackend::nf4_matmul`), so no dequantized weight outlives
 //! its matmul.
 

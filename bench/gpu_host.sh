@@ -16,7 +16,7 @@
 #     sets the pace);
 #   - ours at batch 1 and 16 (the host's work per step does not depend on the batch: a step
 #     time that hardly shrinks from 8 to 1 is the host's);
-#   - QLoRA (NF4 + double quantization), this build;
+#   - QLoRA (NF4 + double quantization), both builds;
 #   - a CubeCL kernel profile of 4 layers (`profile` in gpu_peak.sh: cuBLAS's kernels are not
 #     in it);
 #   - if nsys is on the machine, a trace of 3 steps of 4 layers: every kernel's time, cuBLAS's
@@ -43,6 +43,7 @@ SHAPE=$B1 run_train b1 "$T" 30 --layers "$LAYERS" --steps 6 --dtype "$DTYPE"
 SHAPE=$B1 LAW_POLYGLOT_MATMUL=cublas-async run_train prev-b1 "$TP" 30 --layers "$LAYERS" --steps 6 --dtype "$DTYPE"
 SHAPE=$B16 run_train b16 "$T" 40 --layers "$LAYERS" --steps 6 --dtype "$DTYPE"
 run_train nf4 "$T" 40 --layers "$LAYERS" --steps 6 --dtype "$DTYPE" --quant nf4
+LAW_POLYGLOT_MATMUL=cublas-async run_train prev-nf4 "$TP" 40 --layers "$LAYERS" --steps 6 --dtype "$DTYPE" --quant nf4
 profile plain "$T"
 NSYS=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys /usr/local/cuda/nsight-systems*/bin/nsys 2>/dev/null | head -1)
 echo "nsys: ${NSYS:-not found}"
@@ -77,6 +78,7 @@ echo "| 1 x 512, previous build | $(row train-prev-b1) |"
 echo "| 4 layers, profiled (CubeCL kernels timed one by one) | $(row profile-plain) |"
 echo "| 16 x 512, this build | $(row train-b16) |"
 echo "| QLoRA NF4 + DQ, 8 x 512, this build | $(row train-nf4) |"
+echo "| QLoRA NF4 + DQ, 8 x 512, previous build | $(row train-prev-nf4) |"
 echo "| first 3 losses: this build; previous; handed over; flags; host waits | $(losses "$W/train-new.json"); $(losses "$W/train-prev.json"); $(losses "$W/train-handover.json"); $(losses "$W/train-flags.json"); $(losses "$W/train-sync.json") |"
 echo "| how cuBLAS was ordered (this build) | $(grep -h -m1 -o "cuBLAS queues[^(]*\|CubeCL's stream not found[^;]*" "$W/train-new.err" 2>/dev/null) |"
 echo "| bench-matmul --check, largest relative difference | $(grep -o '"rel_err":[0-9.e+-]*' "$W/check.jsonl" 2>/dev/null | cut -d: -f2 | sort -g | tail -1) |"

@@ -19,7 +19,8 @@ pub struct Attention<B: ModelBackend> {
     pub num_heads: usize,
     pub head_dim: usize,
     /// `--dtype bf16` (`precision.rs`): the fused projection in bf16, multiply bf16 factors
-    /// (softmax in f32) and keep q, k and v for backward in bf16.
+    /// (softmax in f32), keep q, k and v for backward in bf16, and the heads' output in bf16
+    /// until `dense` multiplies it.
     pub bf16: bool,
 }
 
@@ -34,6 +35,7 @@ impl<B: ModelBackend> Attention<B> {
     ) -> Tensor<B, 3> {
         let [b, t, hidden] = x.dims();
         let (nh, hd) = (self.num_heads, self.head_dim);
+        let stream = x.dtype().into();
         // With `bf16` and no cache the projection is bf16, as a bf16 model in PyTorch keeps
         // it: half the bytes for its bias, its LoRA sum, the split and their gradients (the
         // split computes in f32).
@@ -54,8 +56,9 @@ impl<B: ModelBackend> Attention<B> {
                 let (k, v) = cache.append(layer, k, v);
                 B::causal_attention(q, k, v)
             }
-        }; // [b, nh, t, hd]
+        }; // [b, nh, t, hd], bf16 with `bf16` and no cache
+        // the product back in the residual stream's dtype, written so by cuBLAS
         self.dense
-            .forward(out.swap_dims(1, 2).reshape([b, t, hidden]))
+            .forward_to(out.swap_dims(1, 2).reshape([b, t, hidden]), stream)
     }
 }

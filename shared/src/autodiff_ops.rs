@@ -159,14 +159,19 @@ impl<B: ModelBackend, const D: usize> Backward<B, 1> for Nf4Matmul<D> {
 struct BaseMatmul<const D: usize>;
 
 impl<B: ModelBackend, const D: usize> Backward<B, 1> for BaseMatmul<D> {
-    /// The frozen weight `[in, out]`.
-    type State = FloatTensor<B>;
+    /// The frozen weight `[in, out]`, and the input's dtype.
+    type State = (FloatTensor<B>, DType);
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let w: Tensor<B, 2> = from_prim(ops.state);
+        let (w, dtype) = ops.state;
+        let w: Tensor<B, 2> = from_prim(w);
         unary::<B, _>(ops.parents, ops.node, grads, |g| {
-            // dx = g·Wᵀ, multiplied as the forward pass multiplies
-            to_prim(B::base_matmul::<D>(from_prim(g), w.transpose()))
+            // dx = g·Wᵀ, multiplied as the forward pass multiplies, in the input's dtype
+            to_prim(B::base_matmul_as::<D>(
+                from_prim(g),
+                w.transpose(),
+                dtype.into(),
+            ))
         });
     }
 }
@@ -324,15 +329,21 @@ impl<B: ModelBackend, C: CheckpointStrategy> ModelBackend for Autodiff<B, C> {
 
     /// One node for a frozen weight, so the backward product runs as the forward one does (on
     /// cuBLAS on CUDA); a weight that trains takes burn's graph.
-    fn base_matmul<const D: usize>(x: Tensor<Self, D>, w: Tensor<Self, 2>) -> Tensor<Self, D> {
+    fn base_matmul_as<const D: usize>(
+        x: Tensor<Self, D>,
+        w: Tensor<Self, 2>,
+        out: FloatDType,
+    ) -> Tensor<Self, D> {
         let w = to_prim(w);
         if !w.node.requirement.is_none() {
-            return linear_in(x, from_prim(w));
+            return linear_in(x, from_prim(w)).cast(out);
         }
         let x = to_prim(x);
         let w = from_prim::<B, 2>(w.primitive);
-        let y = B::base_matmul(from_prim::<B, D>(x.primitive.clone()), w.clone());
-        record(BaseMatmul::<D>, [&x], y, || to_prim(w))
+        let inner = from_prim::<B, D>(x.primitive.clone());
+        let dtype = inner.dtype();
+        let y = B::base_matmul_as(inner, w.clone(), out);
+        record(BaseMatmul::<D>, [&x], y, || (to_prim(w), dtype))
     }
 
     fn nf4_matmul<const D: usize>(x: Tensor<Self, D>, w: &Nf4Weight<Self>) -> Tensor<Self, D> {
@@ -401,15 +412,15 @@ mod tests {
         let (qkv0, w) = (random([2, 3, 6, 24], 31), random([2, 3, 6, 8], 32));
         let rx = qkv0.clone().require_grad();
         let (q, k, v) = split_qkv(rx.clone(), &rope);
-        let rg = (causal_attention_bf16(q, k, v) * w.clone())
+        // the bf16 output (as the node's) read in f32
+        let rg = (causal_attention_bf16(q, k, v).cast(FloatDType::F32) * w.clone())
             .sum()
             .backward();
         let reference = rx.grad(&rg).unwrap();
         let distance = |bf16: bool| {
             let x = qkv0.clone().require_grad();
-            let g = (AD::qkv_attention(x.clone(), &rope, bf16) * w.clone())
-                .sum()
-                .backward();
+            let y = AD::qkv_attention(x.clone(), &rope, bf16).cast(FloatDType::F32);
+            let g = (y * w.clone()).sum().backward();
             (x.grad(&g).unwrap() - reference.clone())
                 .abs()
                 .mean()
@@ -609,13 +620,15 @@ mod tests {
         let (x0, w) = (random([2, 3, 6, 24], 21), random([2, 3, 6, 8], 22));
         let attention = |bf16: bool| {
             let x = x0.clone().require_grad();
-            let y = AD::qkv_attention(x.clone(), &rope, bf16);
+            // bf16's output is bf16: read in f32
+            let y = AD::qkv_attention(x.clone(), &rope, bf16).cast(FloatDType::F32);
             let g = (y.clone() * w.clone()).sum().backward();
             (y.inner(), x.grad(&g).unwrap())
         };
         // bf16 also multiplies in bf16, forward and backward, with or without autodiff
         let ((y16, g16), (y32, g32)) = (attention(true), attention(false));
-        let plain = Flex::qkv_attention(x0.clone().inner(), &rope.inner(), true);
+        let plain =
+            Flex::qkv_attention(x0.clone().inner(), &rope.inner(), true).cast(FloatDType::F32);
         plain.into_data().assert_eq(&y16.clone().into_data(), true);
         bf16_close(y16, y32);
         bf16_close(g16, g32);

@@ -66,12 +66,35 @@ pub trait ModelBackend: Backend {
         matmul(a, b, bf16)
     }
 
+    /// [`gemm`](Self::gemm) with the product written in `out` (cuBLAS writes it so directly).
+    /// Not an autodiff node of its own: for inner computations (attention's `P·v`).
+    fn gemm_as<const D: usize>(
+        a: Tensor<Self, D>,
+        b: Tensor<Self, D>,
+        bf16: bool,
+        out: FloatDType,
+    ) -> Tensor<Self, D> {
+        Self::gemm(a, b, bf16).cast(out)
+    }
+
     /// `x·w` for a frozen weight `w: [in, out]` (any strides: `Wᵀ` in a backward pass),
     /// multiplied in `w`'s dtype with the product back in `x`'s dtype (a bf16 or NF4 base;
     /// [`linear_in`]). CUDA runs it on cuBLAS; under autodiff it is one graph node whose
     /// backward pass multiplies by `wᵀ` the same way.
     fn base_matmul<const D: usize>(x: Tensor<Self, D>, w: Tensor<Self, 2>) -> Tensor<Self, D> {
-        linear_in(x, w)
+        let out = x.dtype().into();
+        Self::base_matmul_as(x, w, out)
+    }
+
+    /// [`base_matmul`](Self::base_matmul) with the product written in `out` (cuBLAS writes it
+    /// so directly: a bf16 input's product in f32 for the residual stream); under autodiff the
+    /// input's gradient comes back in the input's dtype.
+    fn base_matmul_as<const D: usize>(
+        x: Tensor<Self, D>,
+        w: Tensor<Self, 2>,
+        out: FloatDType,
+    ) -> Tensor<Self, D> {
+        linear_in(x, w).cast(out)
     }
 
     /// `softmax(scores·scale + causal mask)` over the last dimension of `scores: [b, h, T, S]`
@@ -324,13 +347,14 @@ pub fn linear_in<B: Backend, const D: usize>(x: Tensor<B, D>, w: Tensor<B, 2>) -
 }
 
 /// Causal self-attention (`S = T`) with both matmuls from bf16 factors, the scores, the mask
-/// and the softmax in f32: HF's eager attention in a bf16 model, with f32 scores.
+/// and the softmax in f32, the output in bf16: HF's eager attention in a bf16 model, with f32
+/// scores.
 pub fn causal_attention_bf16<B: ModelBackend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
 ) -> Tensor<B, 4> {
-    B::gemm(causal_probs(q, k, true), v, true)
+    B::gemm_as(causal_probs(q, k, true), v, true, FloatDType::BF16)
 }
 
 /// The attention probabilities `softmax(q·kᵀ/√d + causal mask)`, `[b, h, T, S]`, materialised
@@ -375,30 +399,44 @@ where
     /// On cuBLAS where it loads (`cublas.rs`), else burn's matmul.
     #[cfg(feature = "cublas")]
     fn gemm<const D: usize>(a: Tensor<Self, D>, b: Tensor<Self, D>, bf16: bool) -> Tensor<Self, D> {
+        let out = if bf16 {
+            FloatDType::F32
+        } else {
+            a.dtype().into()
+        };
+        Self::gemm_as(a, b, bf16, out)
+    }
+
+    #[cfg(feature = "cublas")]
+    fn gemm_as<const D: usize>(
+        a: Tensor<Self, D>,
+        b: Tensor<Self, D>,
+        bf16: bool,
+        out: FloatDType,
+    ) -> Tensor<Self, D> {
         let (a, b) = if bf16 {
             (a.cast(FloatDType::BF16), b.cast(FloatDType::BF16))
         } else {
             (a, b)
         };
-        let out = if bf16 {
-            burn::tensor::DType::F32
-        } else {
-            a.dtype()
-        };
-        match crate::cublas::matmul(to_prim(a), to_prim(b), out) {
+        match crate::cublas::matmul(to_prim(a), to_prim(b), out.into()) {
             Ok(c) => from_prim(c),
-            Err((a, b)) => matmul(from_prim(a), from_prim(b), bf16),
+            Err((a, b)) => matmul(from_prim(a), from_prim(b), bf16).cast(out),
         }
     }
 
-    /// On cuBLAS where it loads, the product straight in `x`'s dtype; else burn's matmul.
+    /// On cuBLAS where it loads, the product straight in `out`; else burn's matmul.
     #[cfg(feature = "cublas")]
-    fn base_matmul<const D: usize>(x: Tensor<Self, D>, w: Tensor<Self, 2>) -> Tensor<Self, D> {
-        let (xd, wd) = (x.dtype(), w.dtype());
+    fn base_matmul_as<const D: usize>(
+        x: Tensor<Self, D>,
+        w: Tensor<Self, 2>,
+        out: FloatDType,
+    ) -> Tensor<Self, D> {
+        let wd = w.dtype();
         let x = x.cast(wd);
-        match crate::cublas::matmul(to_prim(x), to_prim(w.unsqueeze::<D>()), xd) {
+        match crate::cublas::matmul(to_prim(x), to_prim(w.unsqueeze::<D>()), out.into()) {
             Ok(y) => from_prim(y),
-            Err((x, w)) => from_prim::<Self, D>(x).matmul(from_prim(w)).cast(xd),
+            Err((x, w)) => from_prim::<Self, D>(x).matmul(from_prim(w)).cast(out),
         }
     }
 

@@ -43,31 +43,55 @@ impl<B: ModelBackend> Linear<B> {
     /// `precision.rs`) multiplies in that dtype; the result comes back in `x`'s dtype, and the
     /// bias is added in that dtype. An NF4 base is dequantized first.
     pub fn base_forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let out = x.dtype().into();
+        self.base_forward_to(x, out)
+    }
+
+    /// [`base_forward`](Self::base_forward) with the product, and the bias added to it, in
+    /// `out`.
+    fn base_forward_to<const D: usize>(&self, x: Tensor<B, D>, out: FloatDType) -> Tensor<B, D> {
         let bias = self.bias.as_ref().map(|b| b.val());
         let y = match &self.weight {
-            BaseWeight::Nf4(q) => B::nf4_matmul(x, q),
-            BaseWeight::Dense(w) => B::base_matmul(x, w.val()),
+            BaseWeight::Nf4(q) => B::nf4_matmul(x, q).cast(out),
+            BaseWeight::Dense(w) => B::base_matmul_as(x, w.val(), out),
         };
         match bias {
-            Some(b) => {
-                let dtype = y.dtype();
-                y + b.cast(dtype).unsqueeze()
-            }
+            Some(b) => y + b.cast(out).unsqueeze(),
             None => y,
         }
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let dtype = x.dtype().into();
-        self.forward_as(x, dtype)
+        self.forward_with(x, None, dtype)
     }
 
     /// [`forward`](Self::forward) with the result in `dtype`: the base multiplies `x` cast to
     /// `dtype` (a bf16 projection from an f32 input casts it once, as its bf16 product would
     /// anyway), while the adapter takes `x` as it is, in its own dtype.
     pub fn forward_as<const D: usize>(&self, x: Tensor<B, D>, dtype: FloatDType) -> Tensor<B, D> {
+        self.forward_with(x, Some(dtype), dtype)
+    }
+
+    /// [`forward`](Self::forward) with the result in `out`, the base multiplying `x` as it is
+    /// (a bf16 input's product written in f32 for the residual stream, with no cast after).
+    pub fn forward_to<const D: usize>(&self, x: Tensor<B, D>, out: FloatDType) -> Tensor<B, D> {
+        self.forward_with(x, None, out)
+    }
+
+    /// The base multiplies `x` cast to `base_in` (or as it is), the result in `out`.
+    fn forward_with<const D: usize>(
+        &self,
+        x: Tensor<B, D>,
+        base_in: Option<FloatDType>,
+        out: FloatDType,
+    ) -> Tensor<B, D> {
+        let base_x = |x: Tensor<B, D>| match base_in {
+            Some(dtype) => x.cast(dtype),
+            None => x,
+        };
         match &self.lora {
-            None => self.base_forward(x.cast(dtype)),
+            None => self.base_forward_to(base_x(x), out),
             Some(l) => {
                 let a = l.lora_a.val();
                 // in the adapter's dtype (f32 weights over a bf16 input, as PEFT casts it), as
@@ -85,10 +109,10 @@ impl<B: ModelBackend> Linear<B> {
                     1.0 => l.lora_b.val(),
                     s => l.lora_b.val() * s,
                 };
-                let mut out = dims;
-                out[D - 1] = b.dims()[1];
-                let delta = B::gemm(xa, b, false).reshape(out);
-                self.base_forward(x.cast(dtype)) + delta.cast(dtype)
+                let mut dims_out = dims;
+                dims_out[D - 1] = b.dims()[1];
+                let delta = B::gemm(xa, b, false).reshape(dims_out);
+                self.base_forward_to(base_x(x), out) + delta.cast(out)
             }
         }
     }

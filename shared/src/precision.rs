@@ -40,11 +40,9 @@ impl<B: ModelBackend> GptNeoxForCausalLM<B> {
         for layer in &mut self.gpt_neox.layers {
             // the biases of the projections whose products are bf16 (`Attention::bf16`,
             // `Mlp::bf16`): added as they are, with no cast per step
-            let mlp = &mut layer.mlp;
             for lin in [
                 &mut layer.attention.query_key_value,
-                &mut mlp.dense_h_to_4h,
-                &mut mlp.dense_4h_to_h,
+                &mut layer.mlp.dense_h_to_4h,
             ] {
                 if let Some(b) = &mut lin.bias {
                     *b = b.clone().map(|b| b.cast(dtype));

@@ -171,7 +171,8 @@ fn split_qkv_rope_and_its_adjoint_match_the_formulas() {
     }
 }
 
-/// The stream-ordering kernels of cuBLAS products (`LAW_POLYGLOT_MATMUL=cublas`, the default):
+/// The stream-ordering kernels of cuBLAS products on a stream of their own
+/// (`LAW_POLYGLOT_MATMUL=cublas-flags`, and the default where CubeCL's stream is not found):
 /// `signal` stores a number in a flag, `wait_for` returns once a flag has reached a number (here
 /// set by an earlier `signal` on the same stream, as a waited-on flag would be by cuBLAS's
 /// stream).

@@ -1,5 +1,6 @@
 //! Two kernels that let another CUDA stream's work sit inside a CubeCL stream without a host
-//! wait (`cublas.rs`, its default mode `cublas`): `signal` stores a sequence number in
+//! wait (`cublas.rs`: `cublas-flags`, and the default where CubeCL's own stream is not found;
+//! `wait_for` also checks a stream found): `signal` stores a sequence number in
 //! a flag once everything queued before it is done; `wait_for` holds the stream (one unit
 //! spinning on an atomic load) until another flag reaches a number. The other stream waits for
 //! the first flag (`cuStreamWaitValue32`) and sets the second when its work is done.

@@ -41,7 +41,7 @@ impl<B: ModelBackend> Attention<B> {
         // split computes in f32).
         let dtype = match cache {
             None if self.bf16 => FloatDType::BF16,
-            _ => x.dtype().into(),
+            _ => stream,
         };
         // [b, t, nh, 3·hd] → [b, nh, t, 3·hd]: each head's rows are q, k, v in turn.
         let qkv = self

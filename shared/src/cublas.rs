@@ -92,6 +92,9 @@ struct Flags {
     thread: std::thread::ThreadId,
 }
 
+/// CubeCL's CUDA server, which its device thread owns (reached through `DeviceHandle`).
+type Server = <CudaRuntime as cubecl::Runtime>::Server;
+
 /// The handles by device index; `None` where cuBLAS could not start on that device.
 type Handles = HashMap<usize, Option<Arc<Mutex<Gemm>>>>;
 
@@ -382,7 +385,6 @@ fn queue(
     stream: u64,
 ) -> Result<(), String> {
     use cubecl::device::Device;
-    type Server = <CudaRuntime as cubecl::Runtime>::Server;
     // the one error known before the launch: sizes beyond cuBLAS's integers
     launch_args(&p)?;
     let device = tensors[2].device.to_id();
@@ -399,7 +401,7 @@ fn queue(
 }
 
 fn launch_queued(
-    server: &mut <CudaRuntime as cubecl::Runtime>::Server,
+    server: &mut Server,
     gemm: &Mutex<Gemm>,
     p: &GemmPlan,
     tensors: &[CubeTensor<CudaRuntime>; 3],
@@ -481,7 +483,6 @@ fn find_cubecl_stream(
         CUresult, CUstreamWriteValue_flags, cuMemsetD32_v2, cuStreamGetCtx, cuStreamQuery,
         cuStreamWriteValue32_v2,
     };
-    type Server = <CudaRuntime as cubecl::Runtime>::Server;
     let id = cubecl::stream_id::StreamId::current().value;
     let text = cubecl::device_handle::DeviceHandle::<Server>::new(c.device.to_id())
         .submit_blocking(|server| format!("{server:?}"))
@@ -498,18 +499,11 @@ fn find_cubecl_stream(
         return Err("the stream found is in another CUDA context".into());
     }
     // the check: CubeCL's stream waits for `done`, which only cuBLAS's stream sets
-    if gemm.flags.is_none() {
-        gemm.flags = Some(Ok(flags(c, caller).map_err(|e| format!("flags: {e}"))?));
-    }
-    let Some(Ok(flags)) = &gemm.flags else {
-        return Err("no flags to check it with".into());
-    };
-    if flags.thread != caller {
-        return Err("the flags order another thread's stream".into());
-    }
-    let (tensor, done) = (flags.tensor.clone(), flags.ptr + 4);
-    gemm.seq = gemm.seq.wrapping_add(1);
-    let seq = gemm.seq;
+    let (tensor, ptr, seq) = next_flag(gemm, c, caller).map_err(|e| match e {
+        AsyncError::OtherThread => "the flags order another thread's stream".to_string(),
+        AsyncError::Waits(e) | AsyncError::Product(e) => format!("flags: {e}"),
+    })?;
+    let done = ptr + 4;
     crate::kernels::wait_for(&tensor, 1, seq);
     // SAFETY: a live stream, as above.
     let busy = unsafe { cuStreamQuery(stream) };
@@ -552,20 +546,8 @@ fn run_on_gpu(
         CUstreamWaitValue_flags, CUstreamWriteValue_flags, cuStreamWaitValue32_v2,
         cuStreamWriteValue32_v2,
     };
-    if gemm.flags.is_none() {
-        gemm.flags = Some(Ok(flags(c, caller).map_err(AsyncError::Waits)?));
-    }
-    let Some(Ok(flags)) = &gemm.flags else {
-        return Err(AsyncError::Waits(
-            "disabled after an earlier failure".into(),
-        ));
-    };
-    if flags.thread != caller {
-        return Err(AsyncError::OtherThread);
-    }
-    let (tensor, ready, done) = (flags.tensor.clone(), flags.ptr, flags.ptr + 4);
-    gemm.seq = gemm.seq.wrapping_add(1);
-    let seq = gemm.seq;
+    let (tensor, ready, seq) = next_flag(gemm, c, caller)?;
+    let done = ready + 4;
     let stream = gemm.stream.cu_stream();
     crate::kernels::signal(&tensor, 0, seq);
     let geq = CUstreamWaitValue_flags::CU_STREAM_WAIT_VALUE_GEQ as u32;
@@ -587,6 +569,29 @@ fn run_on_gpu(
     }
     crate::kernels::wait_for(&tensor, 1, seq);
     Ok(())
+}
+
+/// The flags tensor and the address of `ready` (`done` follows it) for the caller's stream,
+/// made at the first use, and the next sequence number.
+fn next_flag(
+    gemm: &mut Gemm,
+    c: &CubeTensor<CudaRuntime>,
+    caller: std::thread::ThreadId,
+) -> Result<(CubeTensor<CudaRuntime>, u64, u32), AsyncError> {
+    if gemm.flags.is_none() {
+        gemm.flags = Some(Ok(flags(c, caller).map_err(AsyncError::Waits)?));
+    }
+    let Some(Ok(flags)) = &gemm.flags else {
+        return Err(AsyncError::Waits(
+            "disabled after an earlier failure".into(),
+        ));
+    };
+    if flags.thread != caller {
+        return Err(AsyncError::OtherThread);
+    }
+    let (tensor, ptr) = (flags.tensor.clone(), flags.ptr);
+    gemm.seq = gemm.seq.wrapping_add(1);
+    Ok((tensor, ptr, gemm.seq))
 }
 
 /// The `[ready, done]` flags, zeros, in CubeCL's memory on `c`'s device, and their address.

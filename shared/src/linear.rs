@@ -40,16 +40,9 @@ impl<B: ModelBackend> Linear<B> {
     }
 
     /// `x·W + b` with the frozen base. A base stored in another dtype (bf16, see
-    /// `precision.rs`) multiplies in that dtype; the result comes back in `x`'s dtype, and the
-    /// bias is added in that dtype. An NF4 base is dequantized first.
-    pub fn base_forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let out = x.dtype().into();
-        self.base_forward_to(x, out)
-    }
-
-    /// [`base_forward`](Self::base_forward) with the product, and the bias added to it, in
-    /// `out`.
-    fn base_forward_to<const D: usize>(&self, x: Tensor<B, D>, out: FloatDType) -> Tensor<B, D> {
+    /// `precision.rs`) multiplies in that dtype; the product, and the bias added to it, come
+    /// in `out`. An NF4 base is dequantized first.
+    fn base_forward<const D: usize>(&self, x: Tensor<B, D>, out: FloatDType) -> Tensor<B, D> {
         let bias = self.bias.as_ref().map(|b| b.val());
         let y = match &self.weight {
             BaseWeight::Nf4(q) => B::nf4_matmul(x, q).cast(out),
@@ -91,7 +84,7 @@ impl<B: ModelBackend> Linear<B> {
             None => x,
         };
         match &self.lora {
-            None => self.base_forward_to(base_x(x), out),
+            None => self.base_forward(base_x(x), out),
             Some(l) => {
                 let a = l.lora_a.val();
                 // in the adapter's dtype (f32 weights over a bf16 input, as PEFT casts it), as
@@ -112,7 +105,7 @@ impl<B: ModelBackend> Linear<B> {
                 let mut dims_out = dims;
                 dims_out[D - 1] = b.dims()[1];
                 let delta = B::gemm(xa, b, false).reshape(dims_out);
-                self.base_forward_to(base_x(x), out) + delta.cast(out)
+                self.base_forward(base_x(x), out) + delta.cast(out)
             }
         }
     }

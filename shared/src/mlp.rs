@@ -16,20 +16,17 @@ pub struct Mlp<B: ModelBackend> {
     /// `--dtype bf16` (`precision.rs`): the `[.., 4·hidden]` activations in bf16, as a bf16
     /// model in PyTorch keeps them: `dense_h_to_4h`'s product, its bias, the activation (exact
     /// GELU computes in f32) and `dense_4h_to_h`'s input, whose product cuBLAS writes in the
-    /// input's dtype. Half the bytes of the widest tensors of a layer, forward and backward, no cast
-    /// before `dense_4h_to_h`, and the activation's input kept for backward as it is.
+    /// input's dtype. Half the bytes of the widest tensors of a layer, forward and backward,
+    /// no cast before `dense_4h_to_h`, and the activation's input kept for backward as it is.
     pub bf16: bool,
 }
 
 impl<B: ModelBackend> Mlp<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        if !self.bf16 {
-            let h = self.dense_h_to_4h.forward(x);
-            return self.dense_4h_to_h.forward(self.act.forward(h, false));
-        }
         let dtype = x.dtype().into();
-        let h = self.dense_h_to_4h.forward_as(x, FloatDType::BF16);
+        let inner = if self.bf16 { FloatDType::BF16 } else { dtype };
+        let h = self.dense_h_to_4h.forward_as(x, inner);
         self.dense_4h_to_h
-            .forward_to(self.act.forward(h, true), dtype)
+            .forward_to(self.act.forward(h, self.bf16), dtype)
     }
 }

@@ -9,9 +9,10 @@
 //! What attention, GELU and LayerNorm keep for backward is kept in bf16 (`bf16_stash`), as a
 //! bf16 model in PyTorch keeps its activations; the logits the loss keeps stay f32, as HF's
 //! loss upcasts them.
-//! [`Linear::base_forward`](crate::linear::Linear::base_forward) casts its input to the weight's
-//! dtype and the product back; [`Linear::forward_as`](crate::linear::Linear::forward_as) gives
-//! the product in the dtype asked for.
+//! A linear layer's base casts its input to the weight's dtype and writes the product in the
+//! input's dtype ([`Linear::forward`](crate::linear::Linear::forward)), or in the dtype asked
+//! for ([`Linear::forward_as`](crate::linear::Linear::forward_as),
+//! [`Linear::forward_to`](crate::linear::Linear::forward_to)).
 
 use crate::ModelBackend;
 use burn::tensor::FloatDType;

@@ -26,21 +26,40 @@ fn close<const D: usize>(got: Tensor<G, D>, want: Tensor<Flex, D>) {
         .assert_approx_eq::<f32>(&want.into_data(), Tolerance::rel_abs(1e-4, 1e-5));
 }
 
+/// Scalar loads (77 elements a row) and vector loads (4 at a time).
 #[test]
 fn gelu_forward_and_backward_match_the_formulas() {
-    let (x, xg) = pair([3, 5, 77], 1, 3.0);
-    let (g, gg) = pair([3, 5, 77], 2, 1.0);
-    close(
-        G::gelu_erf(xg.clone(), false),
-        Flex::gelu_erf(x.clone(), false),
-    );
-    close(G::gelu_erf_backward(xg, gg), Flex::gelu_erf_backward(x, g));
+    for shape in [[3, 5, 77], [2, 3, 96]] {
+        let (x, xg) = pair(shape, 1, 3.0);
+        let (g, gg) = pair(shape, 2, 1.0);
+        close(
+            G::gelu_erf(xg.clone(), false),
+            Flex::gelu_erf(x.clone(), false),
+        );
+        close(G::gelu_erf_backward(xg, gg), Flex::gelu_erf_backward(x, g));
+    }
+}
+
+/// Runs `check` on both paths of the row kernels: reductions over a cube through shared
+/// memory (lavapipe's, WebGPU's), then through plane operations with rows stacked in a cube
+/// (CUDA's; CubeCL does not advertise planes for lavapipe, which runs them).
+fn on_both_row_paths(check: impl Fn()) {
+    for planes in [false, true] {
+        shared::kernels::force_row_planes(planes);
+        check();
+    }
+    shared::kernels::force_row_planes(false);
 }
 
 /// Row lengths below and above the 32 units of a row's cube (a row strided over by each unit),
-/// a non-contiguous input, and more rows than a cube-count dimension holds (65,535 on wgpu).
+/// scalar and vector loads, a non-contiguous input, and more rows than a cube-count dimension
+/// holds (65,535 on wgpu), on both paths.
 #[test]
 fn layernorm_forward_and_backward_match_the_formulas() {
+    on_both_row_paths(layernorm_checks);
+}
+
+fn layernorm_checks() {
     for (shape, swap) in [
         ([2, 3, 24], false),
         ([2, 3, 32], false),
@@ -82,10 +101,15 @@ fn layernorm_forward_and_backward_match_the_formulas() {
 }
 
 /// The causal softmax (a square mask, a KV cache's offset mask, one query, rows longer than a
-/// cube's 32 units, more rows than a cube-count dimension holds), its backward pass, and
-/// attention through it against burn-flex's own attention.
+/// cube's 32 units, scalar and vector loads with the mask ending inside a vector, more rows
+/// than a cube-count dimension holds), its backward pass, and attention through it against
+/// burn-flex's own attention, on both paths.
 #[test]
 fn causal_softmax_and_attention_match_the_formulas() {
+    on_both_row_paths(softmax_checks);
+}
+
+fn softmax_checks() {
     for shape in [
         [2, 3, 5, 5],
         [1, 2, 3, 7],
@@ -115,10 +139,14 @@ fn causal_softmax_and_attention_match_the_formulas() {
     );
 }
 
-/// The loss (rows of weight 0 included, targets at both ends of the vocabulary) and its
-/// gradient.
+/// The loss (rows of weight 0 included, targets at both ends of the vocabulary, in the first
+/// and the last lanes of a vector load) and its gradient, on both paths.
 #[test]
 fn weighted_nll_and_its_gradient_match_the_formulas() {
+    on_both_row_paths(loss_checks);
+}
+
+fn loss_checks() {
     use burn::tensor::{Int, TensorData};
     let (logits, logitsg) = pair([2, 3, 1000], 12, 4.0);
     let targets = TensorData::new(vec![0i64, 999, 5, 17, 0, 998], [2, 3, 1]);

@@ -124,7 +124,7 @@ pub fn split_qkv_rope<R: CubeRuntime>(
     let dims = qkv.meta.shape().clone();
     let shape = Shape::new([dims[0], dims[1], dims[2], dims[3] / 3]);
     let [q, k, v] = [(); 3].map(|_| empty_like(&qkv, shape.clone(), out));
-    let (count, dim) = elemwise_launch(&q);
+    let (count, dim) = elemwise_launch(&q, 1);
     let dtypes = [qkv.dtype.into(), out.into()];
     split_qkv_rope_kernel::launch::<R>(
         &qkv.client.clone(),
@@ -155,7 +155,7 @@ pub fn split_qkv_rope_backward<R: CubeRuntime>(
     let dq = into_contiguous(dq);
     let [dk, dv] = [dk, dv].map(|t| contiguous_like(t, &dq));
     let (cos, sin) = (f32_contiguous(cos), f32_contiguous(sin));
-    let (count, dim) = elemwise_launch(&dq);
+    let (count, dim) = elemwise_launch(&dq, 1);
     let dtypes = [dq.dtype.into(), out.dtype.into()];
     split_qkv_rope_backward_kernel::launch::<R>(
         &dq.client.clone(),
@@ -173,89 +173,104 @@ pub fn split_qkv_rope_backward<R: CubeRuntime>(
     out
 }
 
-/// One cube per row of `len` scores: row `r` is query `r mod t`, which sees the first
-/// `len − t + r mod t + 1` keys; `p = exp(s·scale − log Σ exp(s·scale))` over those, 0 beyond;
-/// computed in `F`, written in `O`, and with `both` in `F` too (`pf`).
+/// Per row of `len` scores: row `r` is query `r mod t`, which sees the first
+/// `len − t + r mod t + 1` keys; `p = exp(s·scale − log Σ exp(s·scale))` over those, 0 beyond
+/// (the scores beyond are not read); computed in f32, written in `O`, and with `both` in the
+/// scores' type `F` too (`pf`).
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-fn causal_softmax_kernel<F: Float, O: Float>(
-    s: &Array<F>,
-    p: &mut Array<O>,
-    pf: &mut Array<F>,
+fn causal_softmax_kernel<F: Float, O: Float, N: Size>(
+    s: &Array<Vector<F, N>>,
+    p: &mut Array<Vector<O, N>>,
+    pf: &mut Array<Vector<F, N>>,
     rows: u32,
     t: u32,
     len: u32,
     scale: f32,
     #[comptime] units: u32,
+    #[comptime] per_cube: u32,
+    #[comptime] plane: bool,
     #[comptime] both: bool,
     #[define(F, O)] _dtypes: [StorageType; 2],
 ) {
-    let row = CUBE_POS;
+    let row = row_index(per_cube);
     if row >= rows as usize {
         terminate!();
     }
     let len = len as usize;
     let t = t as usize;
-    let step = units as usize;
-    let base = row * len;
+    let width = N::value();
+    let vectors = len / width;
+    let base = row * vectors;
     let visible = len - t + row % t + 1;
-    let sc = F::cast_from(scale);
-    let mut buf = SharedMemory::<F>::new(units as usize);
-    let lse = row_logsumexp::<F>(s, base, visible, sc, &mut buf, units);
-    let mut k = UNIT_POS as usize;
-    while k < len {
-        let mut v = F::new(0.0);
-        if k < visible {
-            v = F::exp(s[base + k] * sc - lse);
+    let mut buf = row_buffer(units, plane);
+    let lse = Vector::<f32, N>::new(row_logsumexp::<F, N>(
+        s, base, visible, scale, &mut buf, units, plane,
+    ));
+    let mut k = UNIT_POS_X as usize;
+    while k < vectors {
+        let mut v = Vector::<f32, N>::new(0.0);
+        if k * width < visible {
+            v = Vector::exp(Vector::<f32, N>::cast_from(s[base + k]) * Vector::new(scale) - lse);
+            #[unroll]
+            for e in 0..N::value() {
+                if k * width + e >= visible {
+                    v[e] = 0.0;
+                }
+            }
         }
-        p[base + k] = O::cast_from(v);
+        p[base + k] = Vector::cast_from(v);
         if both {
-            pf[base + k] = v;
+            pf[base + k] = Vector::cast_from(v);
         }
-        k += step;
+        k += units as usize;
     }
 }
 
-/// One cube per row: `ds = p·(dp − Σ p·dp)·scale`, computed in `dp`'s type `F` (`p` may be
-/// bf16), written in `O`.
+/// Per row: `ds = p·(dp − Σ p·dp)·scale`, computed in f32 (`p` may be bf16, `dp` f32), written
+/// in `O`.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-fn softmax_backward_kernel<P: Float, F: Float, O: Float>(
-    p: &Array<P>,
-    dp: &Array<F>,
-    ds: &mut Array<O>,
+fn softmax_backward_kernel<P: Float, F: Float, O: Float, N: Size>(
+    p: &Array<Vector<P, N>>,
+    dp: &Array<Vector<F, N>>,
+    ds: &mut Array<Vector<O, N>>,
     rows: u32,
     len: u32,
     scale: f32,
     #[comptime] units: u32,
+    #[comptime] per_cube: u32,
+    #[comptime] plane: bool,
     #[define(P, F, O)] _dtypes: [StorageType; 3],
 ) {
-    let row = CUBE_POS;
+    let row = row_index(per_cube);
     if row >= rows as usize {
         terminate!();
     }
-    let len = len as usize;
+    let vectors = len as usize / N::value();
     let step = units as usize;
-    let base = row * len;
-    let mut buf = SharedMemory::<F>::new(units as usize);
-    let mut acc = F::new(0.0);
-    let mut i = UNIT_POS as usize;
-    while i < len {
-        acc += F::cast_from(p[base + i]) * dp[base + i];
+    let base = row * vectors;
+    let mut buf = row_buffer(units, plane);
+    let mut acc = Vector::<f32, N>::new(0.0);
+    let mut i = UNIT_POS_X as usize;
+    while i < vectors {
+        acc += Vector::<f32, N>::cast_from(p[base + i]) * Vector::cast_from(dp[base + i]);
         i += step;
     }
-    let dot = cube_sum::<F>(acc, &mut buf);
-    let sc = F::cast_from(scale);
-    let mut j = UNIT_POS as usize;
-    while j < len {
-        ds[base + j] = O::cast_from(F::cast_from(p[base + j]) * (dp[base + j] - dot) * sc);
+    let dot = Vector::new(row_sum::<f32>(lanes_sum::<N>(acc), &mut buf, plane));
+    let sc = Vector::new(scale);
+    let mut j = UNIT_POS_X as usize;
+    while j < vectors {
+        let pj = Vector::<f32, N>::cast_from(p[base + j]);
+        let dpj = Vector::<f32, N>::cast_from(dp[base + j]);
+        ds[base + j] = Vector::cast_from(pj * (dpj - dot) * sc);
         j += step;
     }
 }
 
 /// `softmax(scores·scale + causal mask)` over the last dimension of `scores: [b, h, T, S]`
-/// (query `i` sees keys `0..=S − T + i`), one cube per row, computed in the scores' dtype and
-/// written in `out`.
+/// (query `i` sees keys `0..=S − T + i`), a row's units per row, computed in f32 and written in
+/// `out`.
 pub fn causal_softmax<R: CubeRuntime>(
     scores: CubeTensor<R>,
     scale: f64,
@@ -287,20 +302,23 @@ fn softmax_into<R: CubeRuntime>(
     let p = empty_like(&s, shape.clone(), out);
     // without `both` the kernel never writes `pf`: a one-element placeholder
     let pf = empty_like(&s, if both { shape } else { Shape::new([1]) }, s.dtype);
-    let (rows, len, count, dim, units) = row_launch(&s);
+    let l = row_launch(&s, &[s.dtype, out]);
     let dtypes = [s.dtype.into(), out.into()];
     causal_softmax_kernel::launch::<R>(
         &s.client.clone(),
-        count,
-        dim,
+        l.count,
+        l.dim,
+        l.vector,
         s.into_array_arg(),
         p.clone().into_array_arg(),
         pf.clone().into_array_arg(),
-        rows as u32,
+        l.rows as u32,
         t as u32,
-        len as u32,
+        l.n as u32,
         scale as f32,
-        units,
+        l.units,
+        l.per_cube,
+        l.plane,
         both,
         dtypes,
     );
@@ -308,7 +326,7 @@ fn softmax_into<R: CubeRuntime>(
 }
 
 /// The scores' gradient from the softmax output `p` and its gradient `dp` (same shape):
-/// `p·(dp − rowsum(p·dp))·scale`, one cube per row, computed in `dp`'s dtype (`p` may be bf16)
+/// `p·(dp − rowsum(p·dp))·scale`, a row's units per row, computed in f32 (`p` may be bf16)
 /// and written in `out`.
 pub fn softmax_backward<R: CubeRuntime>(
     p: CubeTensor<R>,
@@ -319,19 +337,22 @@ pub fn softmax_backward<R: CubeRuntime>(
     let p = into_contiguous(p);
     let dp = into_contiguous(dp);
     let ds = empty_like(&p, p.meta.shape().clone(), out);
-    let (rows, len, count, dim, units) = row_launch(&p);
+    let l = row_launch(&p, &[p.dtype, dp.dtype, out]);
     let dtypes = [p.dtype.into(), dp.dtype.into(), out.into()];
     softmax_backward_kernel::launch::<R>(
         &p.client.clone(),
-        count,
-        dim,
+        l.count,
+        l.dim,
+        l.vector,
         p.into_array_arg(),
         dp.into_array_arg(),
         ds.clone().into_array_arg(),
-        rows as u32,
-        len as u32,
+        l.rows as u32,
+        l.n as u32,
         scale as f32,
-        units,
+        l.units,
+        l.per_cube,
+        l.plane,
         dtypes,
     );
     ds

@@ -1,36 +1,45 @@
-//! Exact GELU, `x·Φ(x)`, and its gradient: one element-wise pass each, computed in f32
-//! whatever the tensors' float type (bf16 inside a bf16 MLP), as PyTorch computes a bf16 GELU.
+//! Exact GELU, `x·Φ(x)`, and its gradient: one element-wise pass each, vector loads, computed
+//! in f32 whatever the tensors' float type (bf16 inside a bf16 MLP), as PyTorch computes a
+//! bf16 GELU.
 
 use super::*;
 
-// `f32::erf` is CubeCL's (std's own is unstable)
-#[allow(unstable_name_collisions)]
+/// `Φ(v)`, the standard normal's distribution function.
+#[cube]
+fn normal_cdf<N: Size>(v: Vector<f32, N>) -> Vector<f32, N> {
+    let erf = Vector::erf(v * Vector::new(std::f32::consts::FRAC_1_SQRT_2));
+    (erf + Vector::new(1.0)) * Vector::new(0.5)
+}
+
 #[cube(launch)]
-fn gelu_kernel<F: Float>(x: &Array<F>, y: &mut Array<F>, #[define(F)] _dtype: StorageType) {
+fn gelu_kernel<F: Float, N: Size>(
+    x: &Array<Vector<F, N>>,
+    y: &mut Array<Vector<F, N>>,
+    #[define(F)] _dtype: StorageType,
+) {
     let i = ABSOLUTE_POS;
     if i < y.len() {
-        let v = f32::cast_from(x[i]);
-        y[i] = F::cast_from(v * (f32::erf(v * std::f32::consts::FRAC_1_SQRT_2) + 1.0) * 0.5);
+        let v = Vector::<f32, N>::cast_from(x[i]);
+        y[i] = Vector::cast_from(v * normal_cdf::<N>(v));
     }
 }
 
 /// `dx = g·(Φ(x) + x·φ(x))`, written in `g`'s type `F` (the saved `x` may be bf16 where `g` is
 /// f32).
-#[allow(unstable_name_collisions)]
 #[cube(launch)]
-fn gelu_backward_kernel<X: Float, F: Float>(
-    x: &Array<X>,
-    g: &Array<F>,
-    dx: &mut Array<F>,
+fn gelu_backward_kernel<X: Float, F: Float, N: Size>(
+    x: &Array<Vector<X, N>>,
+    g: &Array<Vector<F, N>>,
+    dx: &mut Array<Vector<F, N>>,
     #[define(X, F)] _dtypes: [StorageType; 2],
 ) {
     let i = ABSOLUTE_POS;
     if i < dx.len() {
-        let v = f32::cast_from(x[i]);
-        let cdf = (f32::erf(v * std::f32::consts::FRAC_1_SQRT_2) + 1.0) * 0.5;
+        let v = Vector::<f32, N>::cast_from(x[i]);
         // 1/√(2π)
-        let pdf = f32::exp(v * v * -0.5) * 0.398_942_3;
-        dx[i] = F::cast_from(f32::cast_from(g[i]) * (cdf + v * pdf));
+        let pdf = Vector::exp(v * v * Vector::new(-0.5)) * Vector::new(0.398_942_3);
+        let grad = Vector::<f32, N>::cast_from(g[i]) * (normal_cdf::<N>(v) + v * pdf);
+        dx[i] = Vector::cast_from(grad);
     }
 }
 
@@ -38,12 +47,14 @@ fn gelu_backward_kernel<X: Float, F: Float>(
 pub fn gelu<R: CubeRuntime>(x: CubeTensor<R>) -> CubeTensor<R> {
     let x = into_contiguous(x);
     let y = empty_like(&x, x.meta.shape().clone(), x.dtype);
-    let (count, dim) = elemwise_launch(&x);
     let dtype = x.dtype;
+    let vector = vector_size(&x, &[dtype], x.meta.num_elements());
+    let (count, dim) = elemwise_launch(&x, vector);
     gelu_kernel::launch::<R>(
         &x.client.clone(),
         count,
         dim,
+        vector,
         x.into_array_arg(),
         y.clone().into_array_arg(),
         dtype.into(),
@@ -55,12 +66,14 @@ pub fn gelu<R: CubeRuntime>(x: CubeTensor<R>) -> CubeTensor<R> {
 pub fn gelu_backward<R: CubeRuntime>(x: CubeTensor<R>, g: CubeTensor<R>) -> CubeTensor<R> {
     let (g, x) = (into_contiguous(g), into_contiguous(x));
     let dx = empty_like(&g, g.meta.shape().clone(), g.dtype);
-    let (count, dim) = elemwise_launch(&g);
+    let vector = vector_size(&g, &[x.dtype, g.dtype], g.meta.num_elements());
+    let (count, dim) = elemwise_launch(&g, vector);
     let dtypes = [x.dtype.into(), g.dtype.into()];
     gelu_backward_kernel::launch::<R>(
         &g.client.clone(),
         count,
         dim,
+        vector,
         x.into_array_arg(),
         g.into_array_arg(),
         dx.clone().into_array_arg(),

@@ -1,122 +1,137 @@
-//! LayerNorm over the last dimension and its gradients: one cube per row, the mean and the
-//! variance in two passes over the row.
+//! LayerNorm over the last dimension and its gradients: a row's units (a plane, or a cube) per
+//! row, the mean and the variance in two passes over the row, vector loads, computed in f32.
 
 use super::*;
 
-/// Mean and `1/√(var + ε)` of row `base..base + n` of `x` (read as `F`), every unit striding
-/// over it.
+/// Mean and `1/√(var + ε)` of the row of `n` elements starting at vector `base` of `x`, in
+/// f32, the row's units striding over its vectors.
 #[cube]
-fn row_stats<X: Float, F: Float>(
-    x: &Array<X>,
+#[allow(clippy::too_many_arguments)]
+fn row_stats<X: Float, N: Size>(
+    x: &Array<Vector<X, N>>,
     base: usize,
     n: usize,
     eps: f32,
-    buf: &mut SharedMemory<F>,
+    buf: &mut SharedMemory<f32>,
     #[comptime] units: u32,
-) -> (F, F) {
+    #[comptime] plane: bool,
+) -> (f32, f32) {
+    let vectors = n / N::value();
     let step = units as usize;
-    let nf = F::cast_from(n);
-    let mut acc = F::new(0.0);
-    let mut i = UNIT_POS as usize;
-    while i < n {
-        acc += F::cast_from(x[base + i]);
+    let nf = f32::cast_from(n);
+    let mut acc = Vector::<f32, N>::new(0.0);
+    let mut i = UNIT_POS_X as usize;
+    while i < vectors {
+        acc += Vector::cast_from(x[base + i]);
         i += step;
     }
-    let mean = cube_sum::<F>(acc, buf) / nf;
-    let mut acc2 = F::new(0.0);
-    let mut j = UNIT_POS as usize;
-    while j < n {
-        let c = F::cast_from(x[base + j]) - mean;
+    let mean = row_sum::<f32>(lanes_sum::<N>(acc), buf, plane) / nf;
+    let mut acc2 = Vector::<f32, N>::new(0.0);
+    let mut j = UNIT_POS_X as usize;
+    while j < vectors {
+        let c = Vector::<f32, N>::cast_from(x[base + j]) - Vector::new(mean);
         acc2 += c * c;
         j += step;
     }
-    let var = cube_sum::<F>(acc2, buf) / nf;
-    (mean, F::recip(F::sqrt(var + F::cast_from(eps))))
+    let var = row_sum::<f32>(lanes_sum::<N>(acc2), buf, plane) / nf;
+    (mean, f32::recip(f32::sqrt(var + eps)))
 }
 
-/// One cube per row of `n`: `y = (x − mean)·rstd·gamma + beta`, `x` read as `F` (gamma's
-/// type; `x` may be bf16).
+/// Per row of `n`: `y = (x − mean)·rstd·gamma + beta`, computed in f32, `x` read as `X` (it
+/// may be bf16), written in gamma's type `F`.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-fn layernorm_kernel<X: Float, F: Float>(
-    x: &Array<X>,
-    gamma: &Array<F>,
-    beta: &Array<F>,
-    y: &mut Array<F>,
+fn layernorm_kernel<X: Float, F: Float, N: Size>(
+    x: &Array<Vector<X, N>>,
+    gamma: &Array<Vector<F, N>>,
+    beta: &Array<Vector<F, N>>,
+    y: &mut Array<Vector<F, N>>,
     rows: u32,
-    n: u32,
+    row_len: u32,
     eps: f32,
     #[comptime] units: u32,
+    #[comptime] per_cube: u32,
+    #[comptime] plane: bool,
     #[define(X, F)] _dtypes: [StorageType; 2],
 ) {
-    let row = CUBE_POS;
+    let row = row_index(per_cube);
     if row >= rows as usize {
         terminate!();
     }
-    let n = n as usize;
-    let base = row * n;
-    let mut buf = SharedMemory::<F>::new(units as usize);
-    let (mean, rstd) = row_stats::<X, F>(x, base, n, eps, &mut buf, units);
-    let mut i = UNIT_POS as usize;
-    while i < n {
-        y[base + i] = (F::cast_from(x[base + i]) - mean) * rstd * gamma[i] + beta[i];
+    let n = row_len as usize;
+    let vectors = n / N::value();
+    let base = row * vectors;
+    let mut buf = row_buffer(units, plane);
+    let (mean, rstd) = row_stats::<X, N>(x, base, n, eps, &mut buf, units, plane);
+    let mut i = UNIT_POS_X as usize;
+    while i < vectors {
+        let xhat =
+            (Vector::<f32, N>::cast_from(x[base + i]) - Vector::new(mean)) * Vector::new(rstd);
+        let out = xhat * Vector::cast_from(gamma[i]) + Vector::cast_from(beta[i]);
+        y[base + i] = Vector::cast_from(out);
         i += units as usize;
     }
 }
 
-/// One cube per row: with `x̂ = (x − mean)·rstd` and `d = g·gamma`,
+/// Per row: with `x̂ = (x − mean)·rstd` and `d = g·gamma`,
 /// `dx = (d − mean(d) − x̂·mean(d·x̂))·rstd`; with `affine`, `gx = g·x̂` too (summed over rows
-/// into gamma's gradient by the caller). In `g`'s type `F`; the saved `x` may be bf16.
+/// into gamma's gradient by the caller). Computed in f32, written in `g`'s type `F`; the saved
+/// `x` may be bf16.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-fn layernorm_backward_kernel<X: Float, F: Float>(
-    x: &Array<X>,
-    gamma: &Array<F>,
-    g: &Array<F>,
-    dx: &mut Array<F>,
-    gx: &mut Array<F>,
+fn layernorm_backward_kernel<X: Float, F: Float, N: Size>(
+    x: &Array<Vector<X, N>>,
+    gamma: &Array<Vector<F, N>>,
+    g: &Array<Vector<F, N>>,
+    dx: &mut Array<Vector<F, N>>,
+    gx: &mut Array<Vector<F, N>>,
     rows: u32,
-    n: u32,
+    row_len: u32,
     eps: f32,
     #[comptime] units: u32,
+    #[comptime] per_cube: u32,
+    #[comptime] plane: bool,
     #[comptime] affine: bool,
     #[define(X, F)] _dtypes: [StorageType; 2],
 ) {
-    let row = CUBE_POS;
+    let row = row_index(per_cube);
     if row >= rows as usize {
         terminate!();
     }
-    let n = n as usize;
+    let n = row_len as usize;
+    let vectors = n / N::value();
     let step = units as usize;
-    let base = row * n;
-    let mut buf = SharedMemory::<F>::new(units as usize);
-    let (mean, rstd) = row_stats::<X, F>(x, base, n, eps, &mut buf, units);
-    let mut sd = F::new(0.0);
-    let mut sdx = F::new(0.0);
-    let mut i = UNIT_POS as usize;
-    while i < n {
-        let xhat = (F::cast_from(x[base + i]) - mean) * rstd;
-        let d = g[base + i] * gamma[i];
+    let base = row * vectors;
+    let mut buf = row_buffer(units, plane);
+    let (mean, rstd) = row_stats::<X, N>(x, base, n, eps, &mut buf, units, plane);
+    let (mean, rstd) = (Vector::<f32, N>::new(mean), Vector::<f32, N>::new(rstd));
+    let mut sd = Vector::<f32, N>::new(0.0);
+    let mut sdx = Vector::<f32, N>::new(0.0);
+    let mut i = UNIT_POS_X as usize;
+    while i < vectors {
+        let xhat = (Vector::<f32, N>::cast_from(x[base + i]) - mean) * rstd;
+        let d = Vector::<f32, N>::cast_from(g[base + i]) * Vector::cast_from(gamma[i]);
         sd += d;
         sdx += d * xhat;
         i += step;
     }
-    let nf = F::cast_from(n);
-    let mean_d = cube_sum::<F>(sd, &mut buf) / nf;
-    let mean_dx = cube_sum::<F>(sdx, &mut buf) / nf;
-    let mut j = UNIT_POS as usize;
-    while j < n {
-        let xhat = (F::cast_from(x[base + j]) - mean) * rstd;
-        let gj = g[base + j];
-        dx[base + j] = (gj * gamma[j] - mean_d - xhat * mean_dx) * rstd;
+    let nf = f32::cast_from(n);
+    let mean_d = Vector::new(row_sum::<f32>(lanes_sum::<N>(sd), &mut buf, plane) / nf);
+    let mean_dx = Vector::new(row_sum::<f32>(lanes_sum::<N>(sdx), &mut buf, plane) / nf);
+    let mut j = UNIT_POS_X as usize;
+    while j < vectors {
+        let xhat = (Vector::<f32, N>::cast_from(x[base + j]) - mean) * rstd;
+        let gj = Vector::<f32, N>::cast_from(g[base + j]);
+        let d = gj * Vector::cast_from(gamma[j]);
+        dx[base + j] = Vector::cast_from((d - mean_d - xhat * mean_dx) * rstd);
         if affine {
-            gx[base + j] = gj * xhat;
+            gx[base + j] = Vector::cast_from(gj * xhat);
         }
         j += step;
     }
 }
 
-/// LayerNorm over the last dimension, one cube per row, in gamma's dtype (`x` may be bf16).
+/// LayerNorm over the last dimension, a row's units per row, in gamma's dtype (`x` may be bf16).
 pub fn layernorm<R: CubeRuntime>(
     x: CubeTensor<R>,
     gamma: CubeTensor<R>,
@@ -126,20 +141,23 @@ pub fn layernorm<R: CubeRuntime>(
     let (x, gamma) = (into_contiguous(x), into_contiguous(gamma));
     let beta = contiguous_like(beta, &gamma);
     let y = empty_like(&x, x.meta.shape().clone(), gamma.dtype);
-    let (rows, n, count, dim, units) = row_launch(&x);
+    let l = row_launch(&x, &[x.dtype, gamma.dtype]);
     let dtypes = [x.dtype.into(), gamma.dtype.into()];
     layernorm_kernel::launch::<R>(
         &x.client.clone(),
-        count,
-        dim,
+        l.count,
+        l.dim,
+        l.vector,
         x.into_array_arg(),
         gamma.into_array_arg(),
         beta.into_array_arg(),
         y.clone().into_array_arg(),
-        rows as u32,
-        n as u32,
+        l.rows as u32,
+        l.n as u32,
         eps as f32,
-        units,
+        l.units,
+        l.per_cube,
+        l.plane,
         dtypes,
     );
     y
@@ -164,21 +182,24 @@ pub fn layernorm_backward<R: CubeRuntime>(
     let dx = empty_like(&g, shape.clone(), g.dtype);
     // without `affine` the kernel never writes `gx`: a one-element placeholder
     let gx = empty_like(&g, if affine { shape } else { Shape::new([1]) }, g.dtype);
-    let (rows, n, count, dim, units) = row_launch(&g);
+    let l = row_launch(&g, &[x.dtype, g.dtype]);
     let dtypes = [x.dtype.into(), g.dtype.into()];
     layernorm_backward_kernel::launch::<R>(
         &g.client.clone(),
-        count,
-        dim,
+        l.count,
+        l.dim,
+        l.vector,
         x.into_array_arg(),
         gamma.into_array_arg(),
         g.into_array_arg(),
         dx.clone().into_array_arg(),
         gx.clone().into_array_arg(),
-        rows as u32,
-        n as u32,
+        l.rows as u32,
+        l.n as u32,
         eps as f32,
-        units,
+        l.units,
+        l.per_cube,
+        l.plane,
         affine,
         dtypes,
     );

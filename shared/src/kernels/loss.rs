@@ -1,78 +1,109 @@
-//! The weighted negative log-likelihood of the logits and its gradient: one cube per row.
+//! The weighted negative log-likelihood of the logits and its gradient: a row's units per row,
+//! vector loads, computed in f32.
 
 use super::*;
 
-/// One cube per row of `v` logits: `out = weight·(log Σ exp − logit[target])`, 0 for a row of
-/// weight 0 (its logits are not read).
+/// Lane `t % width` of `v`, the element `t` of a row when `v` is its vector `t / width`.
+#[cube]
+fn lane<N: Size>(v: Vector<f32, N>, t: usize) -> f32 {
+    let mut out = 0.0f32;
+    #[unroll]
+    for e in 0..N::value() {
+        if e == t % N::value() {
+            out = v[e];
+        }
+    }
+    out
+}
+
+/// Per row of `v` logits: `out = weight·(log Σ exp − logit[target])`, computed in f32, 0 for a
+/// row of weight 0 (its logits are not read).
 #[cube(launch)]
-fn weighted_nll_kernel<F: Float, I: Numeric>(
-    logits: &Array<F>,
+#[allow(clippy::too_many_arguments)]
+fn weighted_nll_kernel<F: Float, I: Numeric, N: Size>(
+    logits: &Array<Vector<F, N>>,
     targets: &Array<I>,
     weights: &Array<F>,
     out: &mut Array<F>,
     rows: u32,
     v: u32,
     #[comptime] units: u32,
+    #[comptime] per_cube: u32,
+    #[comptime] plane: bool,
     #[define(F, I)] _dtypes: [StorageType; 2],
 ) {
-    let row = CUBE_POS;
+    let row = row_index(per_cube);
     if row >= rows as usize {
         terminate!();
     }
-    let w = weights[row];
-    if w == F::new(0.0) {
-        if UNIT_POS == 0 {
+    let w = f32::cast_from(weights[row]);
+    if w == 0.0 {
+        if UNIT_POS_X == 0 {
             out[row] = F::new(0.0);
         }
         terminate!();
     }
     let v = v as usize;
-    let base = row * v;
-    let mut buf = SharedMemory::<F>::new(units as usize);
-    let lse = row_logsumexp::<F>(logits, base, v, F::new(1.0), &mut buf, units);
-    if UNIT_POS == 0 {
+    let base = row * (v / N::value());
+    let mut buf = row_buffer(units, plane);
+    let lse = row_logsumexp::<F, N>(logits, base, v, 1.0, &mut buf, units, plane);
+    if UNIT_POS_X == 0 {
         let t = u32::cast_from(targets[row]) as usize;
-        out[row] = w * (lse - logits[base + t]);
+        let logit = lane::<N>(Vector::cast_from(logits[base + t / N::value()]), t);
+        out[row] = F::cast_from(w * (lse - logit));
     }
 }
 
-/// One cube per row: `d = (softmax(logits) − one-hot(target))·coef` (`coef` = weight times the
-/// loss's gradient), zeros for a row of `coef` 0.
+/// Per row: `d = (softmax(logits) − one-hot(target))·coef` (`coef` = weight times the loss's
+/// gradient), computed in f32, zeros for a row of `coef` 0.
 #[cube(launch)]
-fn weighted_nll_backward_kernel<F: Float, I: Numeric>(
-    logits: &Array<F>,
+#[allow(clippy::too_many_arguments)]
+fn weighted_nll_backward_kernel<F: Float, I: Numeric, N: Size>(
+    logits: &Array<Vector<F, N>>,
     targets: &Array<I>,
     coef: &Array<F>,
-    d: &mut Array<F>,
+    d: &mut Array<Vector<F, N>>,
     rows: u32,
     v: u32,
     #[comptime] units: u32,
+    #[comptime] per_cube: u32,
+    #[comptime] plane: bool,
     #[define(F, I)] _dtypes: [StorageType; 2],
 ) {
-    let row = CUBE_POS;
+    let row = row_index(per_cube);
     if row >= rows as usize {
         terminate!();
     }
     let v = v as usize;
-    let base = row * v;
-    let c = coef[row];
-    let mut i = UNIT_POS as usize;
-    if c == F::new(0.0) {
-        while i < v {
-            d[base + i] = F::new(0.0);
+    let width = N::value();
+    let vectors = v / width;
+    let base = row * vectors;
+    let c = f32::cast_from(coef[row]);
+    let mut i = UNIT_POS_X as usize;
+    if c == 0.0 {
+        while i < vectors {
+            d[base + i] = Vector::new(F::new(0.0));
             i += units as usize;
         }
         terminate!();
     }
-    let mut buf = SharedMemory::<F>::new(units as usize);
-    let lse = row_logsumexp::<F>(logits, base, v, F::new(1.0), &mut buf, units);
+    let mut buf = row_buffer(units, plane);
+    let lse = Vector::<f32, N>::new(row_logsumexp::<F, N>(
+        logits, base, v, 1.0, &mut buf, units, plane,
+    ));
     let t = u32::cast_from(targets[row]) as usize;
-    while i < v {
-        let mut y = F::exp(logits[base + i] - lse) * c;
-        if i == t {
-            y -= c;
+    let cv = Vector::<f32, N>::new(c);
+    while i < vectors {
+        let mut y = Vector::exp(Vector::<f32, N>::cast_from(logits[base + i]) - lse) * cv;
+        if i == t / width {
+            #[unroll]
+            for e in 0..N::value() {
+                if e == t % width {
+                    y[e] -= c;
+                }
+            }
         }
-        d[base + i] = y;
+        d[base + i] = Vector::cast_from(y);
         i += units as usize;
     }
 }
@@ -86,20 +117,23 @@ pub fn weighted_nll_rows<R: CubeRuntime>(
 ) -> CubeTensor<R> {
     let (logits, targets) = (into_contiguous(logits), into_contiguous(targets));
     let weights = into_contiguous(weights);
-    let (rows, v, count, dim, units) = row_launch(&logits);
-    let out = empty_like(&logits, Shape::new([rows]), logits.dtype);
+    let l = row_launch(&logits, &[logits.dtype]);
+    let out = empty_like(&logits, Shape::new([l.rows]), logits.dtype);
     let dtypes = [logits.dtype.into(), targets.dtype.into()];
     weighted_nll_kernel::launch::<R>(
         &logits.client.clone(),
-        count,
-        dim,
+        l.count,
+        l.dim,
+        l.vector,
         logits.into_array_arg(),
         targets.into_array_arg(),
         weights.into_array_arg(),
         out.clone().into_array_arg(),
-        rows as u32,
-        v as u32,
-        units,
+        l.rows as u32,
+        l.n as u32,
+        l.units,
+        l.per_cube,
+        l.plane,
         dtypes,
     );
     out
@@ -115,19 +149,22 @@ pub fn weighted_nll_backward<R: CubeRuntime>(
     let (logits, targets) = (into_contiguous(logits), into_contiguous(targets));
     let coef = into_contiguous(coef);
     let d = empty_like(&logits, logits.meta.shape().clone(), logits.dtype);
-    let (rows, v, count, dim, units) = row_launch(&logits);
+    let l = row_launch(&logits, &[logits.dtype]);
     let dtypes = [logits.dtype.into(), targets.dtype.into()];
     weighted_nll_backward_kernel::launch::<R>(
         &logits.client.clone(),
-        count,
-        dim,
+        l.count,
+        l.dim,
+        l.vector,
         logits.into_array_arg(),
         targets.into_array_arg(),
         coef.into_array_arg(),
         d.clone().into_array_arg(),
-        rows as u32,
-        v as u32,
-        units,
+        l.rows as u32,
+        l.n as u32,
+        l.units,
+        l.per_cube,
+        l.plane,
         dtypes,
     );
     d

@@ -5,15 +5,18 @@
 //! kernel per operation (LayerNorm's forward pass alone is nine kernels and seven passes over
 //! the activations; the masked softmax of attention's scores a dozen; the loss keeps
 //! `[b, T, vocab]` temporaries). Here each is one kernel: one pass for the element-wise ones,
-//! one cube per row for the others, with the row reductions in shared memory (and a row's
-//! log-sum-exp in one pass, the online softmax), as llm.c's
-//! kernels do.
+//! a row's units per row for the others (a row's log-sum-exp in one pass, the online softmax),
+//! as llm.c's kernels do. On CUDA a row is one warp and eight rows share a cube, the row sums
+//! going through warp shuffles (CubeCL's plane operations); where planes are not advertised
+//! (lavapipe, WebGPU) a row is a cube of up to 32 units that sums through shared memory. Loads
+//! are vectors of up to 16 bytes (4 f32 or 8 bf16, where a row's length allows), so that each
+//! unit keeps enough bytes in flight for the memory's bandwidth; arithmetic is in f32.
 //!
 //! Inputs are made contiguous first, and the kernels that index them by position alone take
 //! them as CubeCL arrays, not tensors: a tensor argument's shape and strides go to the GPU as an
 //! upload of their own before each launch on CUDA, an array's length in the launch's
-//! parameters (the rotary kernels, which read strided views, keep tensors). Kernels compute in the gradient's (or the scores') dtype
-//! and read or write bf16 where `--dtype bf16` keeps or feeds bf16: a saved bf16 input is
+//! parameters (the rotary kernels, which read strided views, keep tensors). Kernels read or
+//! write bf16 where `--dtype bf16` keeps or feeds bf16: a saved bf16 input is
 //! read as it is (GELU's and LayerNorm's backward), and q, k, v, the attention probabilities
 //! and their gradient are written in bf16 for the bf16 products that take them, with no cast
 //! kernel between. The tests check each kernel on wgpu.
@@ -44,87 +47,212 @@ pub use nf4::{Nf4Parts, nf4_dequantize};
 
 /// Units per cube for the element-wise kernels.
 const ELEMWISE_UNITS: u32 = 256;
-/// The most units per cube in a row kernel (one cube per row): one warp on an NVIDIA GPU, as
-/// llm.c's row kernels use. On lavapipe 32 units ran a 2-layer step 12 % faster than the burn
-/// ops they replace, 256 units 10 % slower (each cube barrier costs a CPU-run device dearly).
+/// The most units per cube in a row kernel on the shared-memory path (one cube per row). On
+/// lavapipe 32 units ran a 2-layer step 12 % faster than the burn ops they replace, 256 units
+/// 10 % slower (each cube barrier costs a CPU-run device dearly).
 const ROW_UNITS: u32 = 32;
+/// Units per cube in a row kernel on the plane path: as many rows per cube as fill it (8 rows
+/// of a 32-unit warp on NVIDIA GPUs, as llm.c's row kernels run, where one warp a cube would
+/// leave half of an SM's threads idle).
+const ROW_CUBE_UNITS: u32 = 256;
 
-/// The sum (or with `max`, the maximum) of every unit's `v` over the cube (1-D, a power of two
-/// units), through `buf` (as long), returned to every unit.
+thread_local! {
+    /// Set by [`force_row_planes`]: take the plane path on this thread's launches even where
+    /// the device does not advertise plane operations.
+    static FORCE_PLANES: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// For tests: the row kernels launched from this thread reduce through plane operations even
+/// where CubeCL does not advertise them (lavapipe runs them, but CubeCL turns planes off for
+/// CPU devices), so the path CUDA takes is checked here too.
+#[doc(hidden)]
+pub fn force_row_planes(on: bool) {
+    FORCE_PLANES.with(|f| f.set(on));
+}
+
+/// The sum (or with `max`, the maximum) of every unit's `v` over its row's units: through
+/// plane operations on the plane path (a row is one plane), else over the cube (1-D, a power
+/// of two units, one row) through `buf` (as long). Returned to every unit of the row.
 #[cube]
-fn cube_reduce<F: Float>(v: F, buf: &mut SharedMemory<F>, #[comptime] max: bool) -> F {
-    let u = UNIT_POS as usize;
-    buf[u] = v;
-    sync_cube();
-    // a runtime value: a comptime one could not be halved in the loop
-    let mut s = (CUBE_DIM_X / 2) as usize;
-    while s > 0 {
-        if u < s {
-            let other = buf[u + s];
-            if max {
-                buf[u] = F::max(buf[u], other);
-            } else {
-                buf[u] += other;
+fn row_reduce<F: Float>(
+    v: F,
+    buf: &mut SharedMemory<F>,
+    #[comptime] max: bool,
+    #[comptime] plane: bool,
+) -> F {
+    if plane {
+        if max { plane_max(v) } else { plane_sum(v) }
+    } else {
+        let u = UNIT_POS_X as usize;
+        buf[u] = v;
+        sync_cube();
+        // a runtime value: a comptime one could not be halved in the loop
+        let mut s = (CUBE_DIM_X / 2) as usize;
+        while s > 0 {
+            if u < s {
+                let other = buf[u + s];
+                if max {
+                    buf[u] = F::max(buf[u], other);
+                } else {
+                    buf[u] += other;
+                }
+            }
+            sync_cube();
+            s /= 2;
+        }
+        let out = buf[0];
+        sync_cube();
+        out
+    }
+}
+
+#[cube]
+fn row_sum<F: Float>(v: F, buf: &mut SharedMemory<F>, #[comptime] plane: bool) -> F {
+    row_reduce::<F>(v, buf, false, plane)
+}
+
+/// The row this unit works on: cube `CUBE_POS` holds `per_cube` rows along y.
+#[cube]
+fn row_index(#[comptime] per_cube: u32) -> usize {
+    CUBE_POS * per_cube as usize + UNIT_POS_Y as usize
+}
+
+/// The shared memory a row reduction needs: none on the plane path (one slot, unused).
+#[cube]
+fn row_buffer(#[comptime] units: u32, #[comptime] plane: bool) -> SharedMemory<f32> {
+    let size = comptime!(if plane { 1 } else { units as usize });
+    SharedMemory::<f32>::new(size)
+}
+
+/// The sum of a vector's lanes.
+#[cube]
+fn lanes_sum<N: Size>(v: Vector<f32, N>) -> f32 {
+    let mut s = 0.0f32;
+    #[unroll]
+    for e in 0..N::value() {
+        s += v[e];
+    }
+    s
+}
+
+/// `log Σ exp(x·scale)` over the first `visible` elements of the row of vectors starting at
+/// vector `base`, in f32: each unit keeps a running maximum and a sum scaled to it (one pass,
+/// the online softmax) over its vectors, then the row's units combine their pairs.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn row_logsumexp<F: Float, N: Size>(
+    x: &Array<Vector<F, N>>,
+    base: usize,
+    visible: usize,
+    scale: f32,
+    buf: &mut SharedMemory<f32>,
+    #[comptime] units: u32,
+    #[comptime] plane: bool,
+) -> f32 {
+    let width = N::value();
+    let vectors = visible.div_ceil(width);
+    let mut m = f32::new(f32::MIN);
+    let mut acc = 0.0f32;
+    let mut i = UNIT_POS_X as usize;
+    while i < vectors {
+        let v = Vector::<f32, N>::cast_from(x[base + i]) * Vector::new(scale);
+        let mut top = m;
+        #[unroll]
+        for e in 0..N::value() {
+            if i * width + e < visible {
+                top = f32::max(top, v[e]);
             }
         }
-        sync_cube();
-        s /= 2;
-    }
-    let total = buf[0];
-    sync_cube();
-    total
-}
-
-#[cube]
-fn cube_sum<F: Float>(v: F, buf: &mut SharedMemory<F>) -> F {
-    cube_reduce::<F>(v, buf, false)
-}
-
-/// `log Σ exp(x·scale)` over row `base..base + n`, each unit keeping a running maximum and a
-/// sum scaled to it (one pass, the online softmax), then the units' pairs combined.
-#[cube]
-fn row_logsumexp<F: Float>(
-    x: &Array<F>,
-    base: usize,
-    n: usize,
-    scale: F,
-    buf: &mut SharedMemory<F>,
-    #[comptime] units: u32,
-) -> F {
-    let mut m = F::new(f32::MIN);
-    let mut acc = F::new(0.0);
-    let mut i = UNIT_POS as usize;
-    while i < n {
-        let v = x[base + i] * scale;
-        let next = F::max(m, v);
-        acc = acc * F::exp(m - next) + F::exp(v - next);
-        m = next;
+        let mut sum = acc * f32::exp(m - top);
+        #[unroll]
+        for e in 0..N::value() {
+            if i * width + e < visible {
+                sum += f32::exp(v[e] - top);
+            }
+        }
+        acc = sum;
+        m = top;
         i += units as usize;
     }
-    let top = cube_reduce::<F>(m, buf, true);
-    let total = cube_sum::<F>(acc * F::exp(m - top), buf);
-    top + F::ln(total)
+    let top = row_reduce::<f32>(m, buf, true, plane);
+    let total = row_sum::<f32>(acc * f32::exp(m - top), buf, plane);
+    top + f32::ln(total)
 }
 
 fn empty_like<R: CubeRuntime>(t: &CubeTensor<R>, shape: Shape, dtype: DType) -> CubeTensor<R> {
     empty_device_dtype(t.client.clone(), t.device.clone(), shape, dtype)
 }
 
-fn elemwise_launch<R: CubeRuntime>(t: &CubeTensor<R>) -> (CubeCount, CubeDim) {
-    let n = t.meta.num_elements();
+/// The most elements a vector load of `dtypes` (the widest sets it: 16 bytes on CUDA) takes
+/// that divides `n`.
+fn vector_size<R: CubeRuntime>(t: &CubeTensor<R>, dtypes: &[DType], n: usize) -> usize {
+    let widest = dtypes.iter().map(|d| d.size()).max().unwrap_or(4);
+    t.client
+        .io_optimized_vector_sizes(widest)
+        .find(|v| n.is_multiple_of(*v))
+        .unwrap_or(1)
+}
+
+/// The launch of an element-wise kernel over `t`'s elements, `vector` at a time.
+fn elemwise_launch<R: CubeRuntime>(t: &CubeTensor<R>, vector: usize) -> (CubeCount, CubeDim) {
+    let n = t.meta.num_elements() / vector;
     let dim = CubeDim::new_1d(ELEMWISE_UNITS);
     (calculate_cube_count_elemwise(&t.client, n, dim), dim)
 }
 
-/// Rows, row length, and the launch of a row kernel: a power-of-two cube of at most
-/// [`ROW_UNITS`] units per row, rows spread over as many cube dimensions as the device needs.
-fn row_launch<R: CubeRuntime>(t: &CubeTensor<R>) -> (usize, usize, CubeCount, CubeDim, u32) {
+/// How a row kernel runs over the rows of `t` (its last dimension).
+struct RowLaunch {
+    rows: usize,
+    /// the row's length in elements
+    n: usize,
+    count: CubeCount,
+    dim: CubeDim,
+    /// units per row (a power of two)
+    units: u32,
+    /// rows per cube
+    per_cube: u32,
+    /// the row reductions through plane operations (a row is one plane)
+    plane: bool,
+    /// elements per vector load
+    vector: usize,
+}
+
+/// The plane path where the device runs plane operations with one plane size (CUDA: warps of
+/// 32), a row a plane and rows stacked in a cube; else one cube per row of at most
+/// [`ROW_UNITS`] units, reducing through shared memory. Rows are spread over as many cube
+/// dimensions as the device needs, and read `vector` elements at a time (the most the widest
+/// of `dtypes` allows that divides a row).
+fn row_launch<R: CubeRuntime>(t: &CubeTensor<R>, dtypes: &[DType]) -> RowLaunch {
     let n = *t.meta.shape().last().expect("a tensor with dimensions");
     let rows = t.meta.num_elements() / n.max(1);
-    let max_units = t.client.properties().hardware.max_cube_dim.0.min(ROW_UNITS);
-    let units = (n.next_power_of_two() as u32).clamp(1, max_units);
-    let count = CubeCountSelection::new(&t.client, rows as u32).cube_count();
-    (rows, n, count, CubeDim::new_1d(units), units)
+    let props = t.client.properties();
+    let hw = &props.hardware;
+    let plane_size = hw.plane_size_max;
+    let planes = props.features.plane.contains(cubecl::features::Plane::Ops)
+        || FORCE_PLANES.with(|f| f.get());
+    let plane = planes
+        && hw.plane_size_min == plane_size
+        && plane_size.is_power_of_two()
+        && plane_size <= hw.max_cube_dim.0.min(ROW_CUBE_UNITS);
+    let (units, per_cube) = if plane {
+        let per_cube = (ROW_CUBE_UNITS / plane_size).min(hw.max_cube_dim.1).max(1);
+        (plane_size, per_cube)
+    } else {
+        let max_units = hw.max_cube_dim.0.min(ROW_UNITS);
+        ((n.next_power_of_two() as u32).clamp(1, max_units), 1)
+    };
+    let cubes = rows.div_ceil(per_cube as usize) as u32;
+    let count = CubeCountSelection::new(&t.client, cubes).cube_count();
+    RowLaunch {
+        rows,
+        n,
+        count,
+        dim: CubeDim::new_2d(units, per_cube),
+        units,
+        per_cube,
+        plane,
+        vector: vector_size(t, dtypes, n),
+    }
 }
 
 /// `x` contiguous and in f32 (the rotary tables, which the kernels read in f32).

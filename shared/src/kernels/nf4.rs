@@ -134,7 +134,7 @@ pub fn nf4_dequantize<R: CubeRuntime>(
     } else {
         1
     };
-    let (count, dim) = elemwise_launch(&words);
+    let (count, dim) = elemwise_launch(&words, 1);
     nf4_dequantize_kernel::launch::<R>(
         &words.client.clone(),
         count,

@@ -17,8 +17,8 @@
 #   - ours at batch 1 and 16 (the host's work per step does not depend on the batch: a step
 #     time that hardly shrinks from 8 to 1 is the host's);
 #   - QLoRA (NF4 + double quantization), both builds;
-#   - a CubeCL kernel profile of 4 layers (`profile` in gpu_peak.sh: cuBLAS's kernels are not
-#     in it);
+#   - a CubeCL kernel profile of 4 layers, both builds (`profile` in gpu_peak.sh: cuBLAS's
+#     kernels are not in it);
 #   - if nsys is on the machine, a trace of 3 steps of 4 layers: every kernel's time, cuBLAS's
 #     included, and the GPU's idle time between them.
 # Run: `bash bench/gpu_host.sh` with carry [".gpu/plain", ".gpu/prev"], timeout_s 420.
@@ -45,6 +45,7 @@ SHAPE=$B16 run_train b16 "$T" 40 --layers "$LAYERS" --steps 6 --dtype "$DTYPE"
 run_train nf4 "$T" 40 --layers "$LAYERS" --steps 6 --dtype "$DTYPE" --quant nf4
 LAW_POLYGLOT_MATMUL=cublas-async run_train prev-nf4 "$TP" 40 --layers "$LAYERS" --steps 6 --dtype "$DTYPE" --quant nf4
 profile plain "$T"
+LAW_POLYGLOT_MATMUL=cublas-async profile prev "$TP"
 NSYS=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys /usr/local/cuda/nsight-systems*/bin/nsys 2>/dev/null | head -1)
 echo "nsys: ${NSYS:-not found}"
 t=$(cap 60 10)
@@ -63,6 +64,7 @@ row() { # run (train-NAME or profile-NAME) -> "tokens/s (ratio), ms/step, queue/
   echo "$(j "$f" tokens_per_s) tok/s ($(ratio "$(j "$f" tokens_per_s)")x), $(j "$f" ms_per_step) ms/step, $(j "$f" queue_ms_per_step)/$(j "$f" wait_ms_per_step), $(cut -d' ' -f1-2 "$W/$1.peak" 2>/dev/null)"
 }
 [ -f "$W/profile-plain.md" ] && { echo; echo "CubeCL kernels, 4 layers:"; cat "$W/profile-plain.md"; }
+[ -f "$W/profile-prev.md" ] && { echo; echo "CubeCL kernels, 4 layers, previous build:"; head -12 "$W/profile-prev.md"; }
 for f in "$W"/stats*.csv; do [ -f "$f" ] && { echo; echo "$(basename "$f"):"; head -25 "$f" | cut -c1-220; }; done
 echo
 echo "card: $GPU (budget: under 5.5 minutes; $SECONDS s used); HF + PEFT, bf16, 8 x 512: $theirs tokens/s"

@@ -51,23 +51,18 @@ impl<B: ModelBackend> Backward<B, 1> for QkvAttention {
             let g: Tensor<B, 4> = from_prim(g);
             // rounded once for both products
             let g = if bf16 { g.cast(FloatDType::BF16) } else { g };
-            // P in f32 (the softmax's backward reads it unrounded, as autodiff through the
-            // forward would) and, written in the same pass, in bf16 for `dv`'s product
             let scores = B::gemm(q.clone(), k.clone().transpose(), bf16);
-            let (p, pb) = if bf16 {
-                B::causal_softmax_pair(scores, c, FloatDType::BF16)
+            let dp = B::gemm(g.clone(), v.transpose(), bf16);
+            // P and dS in one pass from the scores, P in f32 in between (unrounded, as
+            // autodiff through the forward would read it), both written rounded to bf16 once
+            // for their products
+            let dtype_p = if bf16 {
+                FloatDType::BF16
             } else {
-                let p = B::causal_softmax(scores, c);
-                (p.clone(), p)
+                scores.dtype().into()
             };
-            let dv = B::gemm(pb.transpose(), g.clone(), bf16);
-            let dp = B::gemm(g, v.transpose(), bf16);
-            // in f32 and scaled, then rounded to bf16 once for both products
-            let ds = if bf16 {
-                B::softmax_backward_as(p, dp, c, FloatDType::BF16)
-            } else {
-                B::softmax_backward(p, dp, c)
-            };
+            let (p, ds) = B::causal_softmax_backward(scores, dp, c, dtype_p);
+            let dv = B::gemm(p.transpose(), g, bf16);
             let dk = B::gemm(ds.clone().transpose(), q, bf16);
             let dq = B::gemm(ds, k, bf16);
             to_prim(B::split_qkv_rope_backward(dq, dk, dv, &rope, dtype.into()))

@@ -131,27 +131,21 @@ pub trait ModelBackend: Backend {
         Self::causal_softmax(scores, scale).cast(dtype)
     }
 
-    /// [`causal_softmax`](Self::causal_softmax) in the scores' dtype and in `dtype` (attention's
-    /// backward pass: f32 for the softmax's gradient, bf16 for `Pᵀ·g`).
-    fn causal_softmax_pair(
+    /// Attention's softmax backward from the scores: `P =`
+    /// [`causal_softmax`](Self::causal_softmax)`(scores, scale)` and the scores' gradient
+    /// [`softmax_backward`](Self::softmax_backward)`(P, dp, scale)`, both written in `dtype`
+    /// (bf16 for the bf16 products that take them), P in between in the scores' dtype (the
+    /// softmax's backward reads it unrounded, as autodiff through the forward pass would).
+    fn causal_softmax_backward(
         scores: Tensor<Self, 4>,
+        dp: Tensor<Self, 4>,
         scale: f64,
         dtype: FloatDType,
     ) -> (Tensor<Self, 4>, Tensor<Self, 4>) {
         let p = Self::causal_softmax(scores, scale);
-        (p.clone(), p.cast(dtype))
-    }
-
-    /// [`softmax_backward`](Self::softmax_backward) computed in `dp`'s dtype (`p` may be bf16),
-    /// the gradient written in `dtype`.
-    fn softmax_backward_as(
-        p: Tensor<Self, 4>,
-        dp: Tensor<Self, 4>,
-        scale: f64,
-        dtype: FloatDType,
-    ) -> Tensor<Self, 4> {
-        let p = p.cast(dp.dtype());
-        Self::softmax_backward(p, dp, scale).cast(dtype)
+        let dp = dp.cast(p.dtype());
+        let ds = Self::softmax_backward(p.clone(), dp, scale);
+        (p.cast(dtype), ds.cast(dtype))
     }
 
     /// [`split_qkv_rope`](Self::split_qkv_rope) computed in f32 (`qkv` may be bf16), q, k and
@@ -486,13 +480,19 @@ where
         ))
     }
 
-    fn causal_softmax_pair(
+    fn causal_softmax_backward(
         scores: Tensor<Self, 4>,
+        dp: Tensor<Self, 4>,
         scale: f64,
         dtype: FloatDType,
     ) -> (Tensor<Self, 4>, Tensor<Self, 4>) {
-        let (p, pb) = crate::kernels::causal_softmax_pair(to_prim(scores), scale, dtype.into());
-        (from_prim(p), from_prim(pb))
+        let (p, ds) = crate::kernels::causal_softmax_backward(
+            to_prim(scores),
+            to_prim(dp),
+            scale,
+            dtype.into(),
+        );
+        (from_prim(p), from_prim(ds))
     }
 
     fn split_qkv_rope(
@@ -539,25 +539,6 @@ where
             to_prim(sin),
             rope.ndims(),
             to_prim(out),
-        ))
-    }
-
-    fn softmax_backward(p: Tensor<Self, 4>, dp: Tensor<Self, 4>, scale: f64) -> Tensor<Self, 4> {
-        let dtype = dp.dtype().into();
-        Self::softmax_backward_as(p, dp, scale, dtype)
-    }
-
-    fn softmax_backward_as(
-        p: Tensor<Self, 4>,
-        dp: Tensor<Self, 4>,
-        scale: f64,
-        dtype: FloatDType,
-    ) -> Tensor<Self, 4> {
-        from_prim(crate::kernels::softmax_backward(
-            to_prim(p),
-            to_prim(dp),
-            scale,
-            dtype.into(),
         ))
     }
 

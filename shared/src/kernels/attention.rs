@@ -173,16 +173,48 @@ pub fn split_qkv_rope_backward<R: CubeRuntime>(
     out
 }
 
-/// Per row of `len` scores: row `r` is query `r mod t`, which sees the first
-/// `len − t + r mod t + 1` keys; `p = exp(s·scale − log Σ exp(s·scale))` over those, 0 beyond
-/// (the scores beyond are not read); computed in f32, written in `O`, and with `both` in the
-/// scores' type `F` too (`pf`).
+/// The probabilities of vector `k` of a row of scores `s`: `exp(s·scale − lse)` for the first
+/// `visible` elements of the row, 0 beyond (the vector is not read when all of it is beyond).
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn causal_probs<F: Float, N: Size>(
+    s: &Array<Vector<F, N>>,
+    base: usize,
+    k: usize,
+    visible: usize,
+    scale: f32,
+    lse: Vector<f32, N>,
+) -> Vector<f32, N> {
+    let width = N::value();
+    let mut v = Vector::<f32, N>::new(0.0);
+    if k * width < visible {
+        v = Vector::exp(Vector::<f32, N>::cast_from(s[base + k]) * Vector::new(scale) - lse);
+        #[unroll]
+        for e in 0..N::value() {
+            if k * width + e >= visible {
+                v[e] = 0.0;
+            }
+        }
+    }
+    v
+}
+
+/// A row of `len` scores (`[b, h, T, len]`, contiguous), as the row kernels see it: the row's
+/// first vector, and how many keys its query sees (query `r mod t` sees the first
+/// `len − t + r mod t + 1`).
+#[cube]
+fn causal_row<N: Size>(row: usize, t: u32, len: u32) -> (usize, usize) {
+    let (t, len) = (t as usize, len as usize);
+    (row * (len / N::value()), len - t + row % t + 1)
+}
+
+/// Per row of scores: `p = exp(s·scale − log Σ exp(s·scale))` over the keys its query sees, 0
+/// beyond (the scores beyond are not read); computed in f32, written in `O`.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn causal_softmax_kernel<F: Float, O: Float, N: Size>(
     s: &Array<Vector<F, N>>,
     p: &mut Array<Vector<O, N>>,
-    pf: &mut Array<Vector<F, N>>,
     rows: u32,
     t: u32,
     len: u32,
@@ -190,80 +222,71 @@ fn causal_softmax_kernel<F: Float, O: Float, N: Size>(
     #[comptime] units: u32,
     #[comptime] per_cube: u32,
     #[comptime] plane: bool,
-    #[comptime] both: bool,
     #[define(F, O)] _dtypes: [StorageType; 2],
 ) {
     let row = row_index(per_cube);
     if row >= rows as usize {
         terminate!();
     }
-    let len = len as usize;
-    let t = t as usize;
-    let width = N::value();
-    let vectors = len / width;
-    let base = row * vectors;
-    let visible = len - t + row % t + 1;
+    let (base, visible) = causal_row::<N>(row, t, len);
     let mut buf = row_buffer(units, plane);
-    let lse = Vector::<f32, N>::new(row_logsumexp::<F, N>(
-        s, base, visible, scale, &mut buf, units, plane,
-    ));
+    let lse = row_logsumexp::<F, N>(s, base, visible, scale, &mut buf, units, plane);
+    let lse = Vector::<f32, N>::new(lse);
     let mut k = UNIT_POS_X as usize;
-    while k < vectors {
-        let mut v = Vector::<f32, N>::new(0.0);
-        if k * width < visible {
-            v = Vector::exp(Vector::<f32, N>::cast_from(s[base + k]) * Vector::new(scale) - lse);
-            #[unroll]
-            for e in 0..N::value() {
-                if k * width + e >= visible {
-                    v[e] = 0.0;
-                }
-            }
-        }
-        p[base + k] = Vector::cast_from(v);
-        if both {
-            pf[base + k] = Vector::cast_from(v);
-        }
+    while k < len as usize / N::value() {
+        p[base + k] = Vector::cast_from(causal_probs::<F, N>(s, base, k, visible, scale, lse));
         k += units as usize;
     }
 }
 
-/// Per row: `ds = p·(dp − Σ p·dp)·scale`, computed in f32 (`p` may be bf16, `dp` f32), written
-/// in `O`.
+/// Attention's softmax backward from the scores themselves, per row: `p` as
+/// [`causal_softmax_kernel`] computes it (in f32, never stored as such), then
+/// `ds = p·(dp − Σ p·dp)·scale`; writes `p` and `ds` in `O`. `dp` is read only where `p` is not
+/// 0.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-fn softmax_backward_kernel<P: Float, F: Float, O: Float, N: Size>(
-    p: &Array<Vector<P, N>>,
-    dp: &Array<Vector<F, N>>,
+fn causal_softmax_backward_kernel<F: Float, G: Float, O: Float, N: Size>(
+    s: &Array<Vector<F, N>>,
+    dp: &Array<Vector<G, N>>,
+    p: &mut Array<Vector<O, N>>,
     ds: &mut Array<Vector<O, N>>,
     rows: u32,
+    t: u32,
     len: u32,
     scale: f32,
     #[comptime] units: u32,
     #[comptime] per_cube: u32,
     #[comptime] plane: bool,
-    #[define(P, F, O)] _dtypes: [StorageType; 3],
+    #[define(F, G, O)] _dtypes: [StorageType; 3],
 ) {
     let row = row_index(per_cube);
     if row >= rows as usize {
         terminate!();
     }
-    let vectors = len as usize / N::value();
+    let (base, visible) = causal_row::<N>(row, t, len);
+    let seen = visible.div_ceil(N::value());
     let step = units as usize;
-    let base = row * vectors;
     let mut buf = row_buffer(units, plane);
+    let lse = row_logsumexp::<F, N>(s, base, visible, scale, &mut buf, units, plane);
+    let lse = Vector::<f32, N>::new(lse);
     let mut acc = Vector::<f32, N>::new(0.0);
     let mut i = UNIT_POS_X as usize;
-    while i < vectors {
-        acc += Vector::<f32, N>::cast_from(p[base + i]) * Vector::cast_from(dp[base + i]);
+    while i < seen {
+        let pi = causal_probs::<F, N>(s, base, i, visible, scale, lse);
+        acc += pi * Vector::cast_from(dp[base + i]);
         i += step;
     }
     let dot = Vector::new(row_sum::<f32>(lanes_sum::<N>(acc), &mut buf, plane));
     let sc = Vector::new(scale);
     let mut j = UNIT_POS_X as usize;
-    while j < vectors {
-        let pj = Vector::<f32, N>::cast_from(p[base + j]);
-        let dpj = Vector::<f32, N>::cast_from(dp[base + j]);
-        ds[base + j] = Vector::cast_from(pj * (dpj - dot) * sc);
+    while j < len as usize / N::value() {
+        let pj = causal_probs::<F, N>(s, base, j, visible, scale, lse);
+        let mut dsj = Vector::<f32, N>::new(0.0);
+        if j < seen {
+            dsj = pj * (Vector::<f32, N>::cast_from(dp[base + j]) - dot) * sc;
+        }
+        p[base + j] = Vector::cast_from(pj);
+        ds[base + j] = Vector::cast_from(dsj);
         j += step;
     }
 }
@@ -276,32 +299,9 @@ pub fn causal_softmax<R: CubeRuntime>(
     scale: f64,
     out: DType,
 ) -> CubeTensor<R> {
-    softmax_into(scores, scale, out, false).0
-}
-
-/// [`causal_softmax`] written twice in one pass: in the scores' dtype and in `out` (attention's
-/// backward pass: f32 for the softmax's gradient, bf16 for a product).
-pub fn causal_softmax_pair<R: CubeRuntime>(
-    scores: CubeTensor<R>,
-    scale: f64,
-    out: DType,
-) -> (CubeTensor<R>, CubeTensor<R>) {
-    let (p, pf) = softmax_into(scores, scale, out, true);
-    (pf, p)
-}
-
-fn softmax_into<R: CubeRuntime>(
-    scores: CubeTensor<R>,
-    scale: f64,
-    out: DType,
-    both: bool,
-) -> (CubeTensor<R>, CubeTensor<R>) {
     let s = into_contiguous(scores);
     let t = s.meta.shape()[2];
-    let shape = s.meta.shape().clone();
-    let p = empty_like(&s, shape.clone(), out);
-    // without `both` the kernel never writes `pf`: a one-element placeholder
-    let pf = empty_like(&s, if both { shape } else { Shape::new([1]) }, s.dtype);
+    let p = empty_like(&s, s.meta.shape().clone(), out);
     let l = row_launch(&s, &[s.dtype, out]);
     let dtypes = [s.dtype.into(), out.into()];
     causal_softmax_kernel::launch::<R>(
@@ -311,7 +311,6 @@ fn softmax_into<R: CubeRuntime>(
         l.vector,
         s.into_array_arg(),
         p.clone().into_array_arg(),
-        pf.clone().into_array_arg(),
         l.rows as u32,
         t as u32,
         l.n as u32,
@@ -319,35 +318,39 @@ fn softmax_into<R: CubeRuntime>(
         l.units,
         l.per_cube,
         l.plane,
-        both,
         dtypes,
     );
-    (p, pf)
+    p
 }
 
-/// The scores' gradient from the softmax output `p` and its gradient `dp` (same shape):
-/// `p·(dp − rowsum(p·dp))·scale`, a row's units per row, computed in f32 (`p` may be bf16)
-/// and written in `out`.
-pub fn softmax_backward<R: CubeRuntime>(
-    p: CubeTensor<R>,
+/// Attention's softmax backward from the scores (`[b, h, T, S]`, as for [`causal_softmax`])
+/// and the probabilities' gradient `dp`, in one pass: the probabilities (for `Pᵀ·g`) and the
+/// scores' gradient `p·(dp − rowsum(p·dp))·scale`, both written in `out`, the probabilities in
+/// between kept in f32 and not stored.
+pub fn causal_softmax_backward<R: CubeRuntime>(
+    scores: CubeTensor<R>,
     dp: CubeTensor<R>,
     scale: f64,
     out: DType,
-) -> CubeTensor<R> {
-    let p = into_contiguous(p);
+) -> (CubeTensor<R>, CubeTensor<R>) {
+    let s = into_contiguous(scores);
     let dp = into_contiguous(dp);
-    let ds = empty_like(&p, p.meta.shape().clone(), out);
-    let l = row_launch(&p, &[p.dtype, dp.dtype, out]);
-    let dtypes = [p.dtype.into(), dp.dtype.into(), out.into()];
-    softmax_backward_kernel::launch::<R>(
-        &p.client.clone(),
+    let t = s.meta.shape()[2];
+    let shape = s.meta.shape().clone();
+    let [p, ds] = [(); 2].map(|_| empty_like(&s, shape.clone(), out));
+    let l = row_launch(&s, &[s.dtype, dp.dtype, out]);
+    let dtypes = [s.dtype.into(), dp.dtype.into(), out.into()];
+    causal_softmax_backward_kernel::launch::<R>(
+        &s.client.clone(),
         l.count,
         l.dim,
         l.vector,
-        p.into_array_arg(),
+        s.into_array_arg(),
         dp.into_array_arg(),
+        p.clone().into_array_arg(),
         ds.clone().into_array_arg(),
         l.rows as u32,
+        t as u32,
         l.n as u32,
         scale as f32,
         l.units,
@@ -355,5 +358,5 @@ pub fn softmax_backward<R: CubeRuntime>(
         l.plane,
         dtypes,
     );
-    ds
+    (p, ds)
 }

@@ -37,7 +37,7 @@ mod loss;
 mod nf4;
 
 pub use attention::{
-    causal_softmax, causal_softmax_pair, softmax_backward, split_qkv_rope, split_qkv_rope_backward,
+    causal_softmax, causal_softmax_backward, split_qkv_rope, split_qkv_rope_backward,
 };
 pub use flags::{signal, wait_for};
 pub use gelu::{gelu, gelu_backward};

@@ -167,12 +167,19 @@ fn loss_checks() {
 
 /// The split of the fused projection with the rotary embedding (partial, as GPT-NeoX's; none;
 /// the whole head), read through the strides of the `[b, T, h, 3·d]` → `[b, h, T, 3·d]` view
-/// the model makes, and its adjoint.
+/// the model makes (or a view that is not dense, copied first), vectors of 2 and 4, and its
+/// adjoint.
 #[test]
 fn split_qkv_rope_and_its_adjoint_match_the_formulas() {
     use shared::rope::Rope;
-    for ndims in [4, 0, 8] {
-        let (qkv, qkvg) = pair([2, 5, 3, 24], 13, 1.0);
+    // vectors of 2 (a rotary half of 2), 4; a view that is not dense (copied first)
+    for (ndims, sliced) in [(4, false), (0, false), (8, false), (8, true)] {
+        let (qkv, qkvg) = if sliced {
+            let (a, b) = pair([2, 7, 3, 24], 13, 1.0);
+            (a.slice([0..2, 1..6]), b.slice([0..2, 1..6]))
+        } else {
+            pair([2, 5, 3, 24], 13, 1.0)
+        };
         let (qkv, qkvg) = (qkv.swap_dims(1, 2), qkvg.swap_dims(1, 2));
         let rope = Rope::<Flex>::new(ndims, 8, 10000.0, 2, 5, &Default::default());
         let ropeg = Rope::<G>::new(ndims, 8, 10000.0, 2, 5, &Default::default());

@@ -3,40 +3,54 @@
 
 use super::*;
 
-/// For element `pos` of the contiguous `[b, h, T, d]` tensor `like`: its index `j` in the head,
-/// its position `t`, and the offset of the same `[b, h, t]` row in `strided` (`[b, h, T, ·]`,
-/// any strides).
+/// Where vector `pos` of a contiguous `[b, h, T, d]` tensor lies: its index `j` in the head
+/// (in elements), its position `t`, the offset of the same `[b, h, t]` row in a `[b, h, T, ·]`
+/// tensor with strides `s0, s1, s2` (in elements), and its own row's offset.
 #[cube]
-fn head_coords<F: Float, G: Float>(
+#[allow(clippy::too_many_arguments)]
+fn head_coords(
     pos: usize,
-    like: &Tensor<F>,
-    strided: &Tensor<G>,
-) -> (usize, usize, usize) {
-    let d = like.shape(3);
-    let tl = like.shape(2);
-    let hl = like.shape(1);
-    let t = (pos / d) % tl;
-    let hh = (pos / (d * tl)) % hl;
-    let bb = pos / (d * tl * hl);
-    let base = bb * strided.stride(0) + hh * strided.stride(1) + t * strided.stride(2);
-    (pos % d, t, base)
+    width: usize,
+    heads: u32,
+    len: u32,
+    d: u32,
+    s0: u32,
+    s1: u32,
+    s2: u32,
+) -> (usize, usize, usize, usize) {
+    let (heads, len, d) = (heads as usize, len as usize, d as usize);
+    let elem = pos * width;
+    let j = elem % d;
+    let rest = elem / d;
+    let t = rest % len;
+    let hh = (rest / len) % heads;
+    let bb = rest / (len * heads);
+    let base = bb * s0 as usize + hh * s1 as usize + t * s2 as usize;
+    (j, t, base, elem - j)
 }
 
-/// One unit per element of q, k and v (`[b, h, T, d]`, contiguous) from the fused projection
-/// `qkv: [b, h, T, 3·d]` (any strides): `x·cos + rotate_half(x)·sin` for q and k, v copied.
-/// `rotate_half(x)` is `−x[j + ndims/2]` below `ndims/2`, `x[j − ndims/2]` up to `ndims`, 0
-/// beyond (where the tables hold cos 1 and sin 0). Read in `F` (f32, or bf16 from a bf16
-/// projection), computed in f32 with the f32 tables, written in `O` (bf16 for bf16 products:
-/// no cast after).
+/// One unit per vector of q, k and v (`[b, h, T, d]`, contiguous) from the fused projection
+/// `qkv: [b, h, T, 3·d]` (a dense layout with strides `s0, s1, s2` and 1): `x·cos +
+/// rotate_half(x)·sin` for q and k, v copied. `rotate_half(x)` is `−x[j + ndims/2]` below
+/// `ndims/2`, `x[j − ndims/2]` up to `ndims`, 0 beyond (where the tables hold cos 1 and sin 0).
+/// A vector never straddles `ndims/2` or `ndims` (the caller picks its width so). Read in `F`
+/// (f32, or bf16 from a bf16 projection), computed in f32 with the f32 tables, written in `O`
+/// (bf16 for bf16 products: no cast after).
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-fn split_qkv_rope_kernel<F: Float, O: Float>(
-    qkv: &Tensor<F>,
-    cos: &Tensor<f32>,
-    sin: &Tensor<f32>,
-    q: &mut Tensor<O>,
-    k: &mut Tensor<O>,
-    v: &mut Tensor<O>,
+fn split_qkv_rope_kernel<F: Float, O: Float, N: Size>(
+    qkv: &Array<Vector<F, N>>,
+    cos: &Array<Vector<f32, N>>,
+    sin: &Array<Vector<f32, N>>,
+    q: &mut Array<Vector<O, N>>,
+    k: &mut Array<Vector<O, N>>,
+    v: &mut Array<Vector<O, N>>,
+    heads: u32,
+    len: u32,
+    d: u32,
+    s0: u32,
+    s1: u32,
+    s2: u32,
     ndims: u32,
     #[define(F, O)] _dtypes: [StorageType; 2],
 ) {
@@ -44,41 +58,50 @@ fn split_qkv_rope_kernel<F: Float, O: Float>(
     if pos >= q.len() {
         terminate!();
     }
-    let d = q.shape(3);
-    let (j, t, base) = head_coords::<O, F>(pos, q, qkv);
-    let s3 = qkv.stride(3);
+    let w = N::value();
+    let (j, t, base, _) = head_coords(pos, w, heads, len, d, s0, s1, s2);
+    let d = d as usize;
     let nd = ndims as usize;
     let half = nd / 2;
-    let mut rq = f32::new(0.0);
-    let mut rk = f32::new(0.0);
+    let mut rq = Vector::<f32, N>::new(0.0);
+    let mut rk = Vector::<f32, N>::new(0.0);
     if j < half {
-        rq = -f32::cast_from(qkv[base + (j + half) * s3]);
-        rk = -f32::cast_from(qkv[base + (d + j + half) * s3]);
+        rq = -Vector::<f32, N>::cast_from(qkv[(base + j + half) / w]);
+        rk = -Vector::<f32, N>::cast_from(qkv[(base + d + j + half) / w]);
     } else if j < nd {
-        rq = f32::cast_from(qkv[base + (j - half) * s3]);
-        rk = f32::cast_from(qkv[base + (d + j - half) * s3]);
+        rq = Vector::cast_from(qkv[(base + j - half) / w]);
+        rk = Vector::cast_from(qkv[(base + d + j - half) / w]);
     }
-    let c = cos[t * d + j];
-    let sn = sin[t * d + j];
-    q[pos] = O::cast_from(f32::cast_from(qkv[base + j * s3]) * c + rq * sn);
-    k[pos] = O::cast_from(f32::cast_from(qkv[base + (d + j) * s3]) * c + rk * sn);
-    v[pos] = O::cast_from(qkv[base + (2 * d + j) * s3]);
+    let c = cos[(t * d + j) / w];
+    let sn = sin[(t * d + j) / w];
+    let xq = Vector::<f32, N>::cast_from(qkv[(base + j) / w]);
+    let xk = Vector::<f32, N>::cast_from(qkv[(base + d + j) / w]);
+    q[pos] = Vector::cast_from(xq * c + rq * sn);
+    k[pos] = Vector::cast_from(xk * c + rk * sn);
+    v[pos] = Vector::cast_from(qkv[(base + 2 * d + j) / w]);
 }
 
-/// The adjoint of [`split_qkv_rope_kernel`]: one unit per element of `dq`, `dk`, `dv`
-/// (contiguous), writing the three elements of `out: [b, h, T, 3·d]` (any strides) it feeds.
-/// `apply_transposed(g)` is `g·cos + g[j + ndims/2]·sin[j + ndims/2]` below `ndims/2`,
-/// `g·cos − g[j − ndims/2]·sin[j − ndims/2]` up to `ndims`, `g` beyond. Read in `F`, computed
-/// in f32, written in `O` (the projection's dtype).
+/// The adjoint of [`split_qkv_rope_kernel`]: one unit per vector of `dq`, `dk`, `dv`
+/// (contiguous), writing the three vectors of `out: [b, h, T, 3·d]` (a dense layout with
+/// strides `s0, s1, s2` and 1) it feeds. `apply_transposed(g)` is
+/// `g·cos + g[j + ndims/2]·sin[j + ndims/2]` below `ndims/2`, `g·cos − g[j − ndims/2]·sin[j −
+/// ndims/2]` up to `ndims`, `g` beyond. Read in `F`, computed in f32, written in `O` (the
+/// projection's dtype).
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-fn split_qkv_rope_backward_kernel<F: Float, O: Float>(
-    dq: &Tensor<F>,
-    dk: &Tensor<F>,
-    dv: &Tensor<F>,
-    cos: &Tensor<f32>,
-    sin: &Tensor<f32>,
-    out: &mut Tensor<O>,
+fn split_qkv_rope_backward_kernel<F: Float, O: Float, N: Size>(
+    dq: &Array<Vector<F, N>>,
+    dk: &Array<Vector<F, N>>,
+    dv: &Array<Vector<F, N>>,
+    cos: &Array<Vector<f32, N>>,
+    sin: &Array<Vector<f32, N>>,
+    out: &mut Array<Vector<O, N>>,
+    heads: u32,
+    len: u32,
+    d: u32,
+    s0: u32,
+    s1: u32,
+    s2: u32,
     ndims: u32,
     #[define(F, O)] _dtypes: [StorageType; 2],
 ) {
@@ -86,33 +109,94 @@ fn split_qkv_rope_backward_kernel<F: Float, O: Float>(
     if pos >= dq.len() {
         terminate!();
     }
-    let d = dq.shape(3);
-    let (j, t, base) = head_coords::<F, O>(pos, dq, out);
-    let s3 = out.stride(3);
+    let w = N::value();
+    let (j, t, base, row) = head_coords(pos, w, heads, len, d, s0, s1, s2);
+    let d = d as usize;
     let nd = ndims as usize;
     let half = nd / 2;
-    let row = pos - j;
     let tab = t * d;
-    let c = cos[tab + j];
-    let mut gq = f32::cast_from(dq[pos]) * c;
-    let mut gk = f32::cast_from(dk[pos]) * c;
+    let c = cos[(tab + j) / w];
+    let mut gq = Vector::<f32, N>::cast_from(dq[pos]) * c;
+    let mut gk = Vector::<f32, N>::cast_from(dk[pos]) * c;
     if j < half {
-        let sn = sin[tab + j + half];
-        gq += f32::cast_from(dq[row + j + half]) * sn;
-        gk += f32::cast_from(dk[row + j + half]) * sn;
+        let sn = sin[(tab + j + half) / w];
+        gq += Vector::<f32, N>::cast_from(dq[(row + j + half) / w]) * sn;
+        gk += Vector::<f32, N>::cast_from(dk[(row + j + half) / w]) * sn;
     } else if j < nd {
-        let sn = sin[tab + j - half];
-        gq -= f32::cast_from(dq[row + j - half]) * sn;
-        gk -= f32::cast_from(dk[row + j - half]) * sn;
+        let sn = sin[(tab + j - half) / w];
+        gq -= Vector::<f32, N>::cast_from(dq[(row + j - half) / w]) * sn;
+        gk -= Vector::<f32, N>::cast_from(dk[(row + j - half) / w]) * sn;
     }
-    out[base + j * s3] = O::cast_from(gq);
-    out[base + (d + j) * s3] = O::cast_from(gk);
-    out[base + (2 * d + j) * s3] = O::cast_from(dv[pos]);
+    out[(base + j) / w] = Vector::cast_from(gq);
+    out[(base + d + j) / w] = Vector::cast_from(gk);
+    out[(base + 2 * d + j) / w] = Vector::cast_from(dv[pos]);
+}
+
+/// Whether `t`'s strides lay its elements out densely (a permutation of a contiguous layout:
+/// its buffer holds exactly its elements), the last dimension contiguous.
+fn dense_rows<R: CubeRuntime>(t: &CubeTensor<R>) -> bool {
+    let (shape, strides) = (t.meta.shape(), t.meta.strides());
+    let mut dims: Vec<(usize, usize)> =
+        strides.iter().copied().zip(shape.iter().copied()).collect();
+    dims.sort_unstable();
+    let mut next = 1;
+    for (stride, size) in dims {
+        if size > 1 && stride != next {
+            return false;
+        }
+        next *= size;
+    }
+    strides.last() == Some(&1)
+}
+
+/// The launch of the rotary split (or its adjoint): `[b, h, T, d]` vectors of `q`, the
+/// `[b, h, T, 3·d]` projection's strides (dense, [`dense_rows`]), and the vector width: the
+/// most the dtypes allow that divides the head, the rotary half, the rotary dims and the
+/// strides (a vector never straddles the rotary half, and starts on a vector of the
+/// projection).
+struct RopeLaunch {
+    count: CubeCount,
+    dim: CubeDim,
+    vector: usize,
+    dims: [u32; 3],
+    strides: [u32; 3],
+}
+
+fn rope_launch<R: CubeRuntime>(
+    q: &CubeTensor<R>,
+    qkv: &CubeTensor<R>,
+    dtypes: &[DType],
+    ndims: usize,
+) -> RopeLaunch {
+    let shape = q.meta.shape();
+    let (h, t, d) = (shape[1], shape[2], shape[3]);
+    let st = qkv.meta.strides();
+    let mut all = [d, ndims / 2, ndims, st[0], st[1], st[2]]
+        .into_iter()
+        .fold(0, gcd);
+    if all == 0 {
+        all = d;
+    }
+    let vector = vector_size(q, dtypes, all);
+    let (count, dim) = elemwise_launch(q, vector);
+    RopeLaunch {
+        count,
+        dim,
+        vector,
+        dims: [h as u32, t as u32, d as u32],
+        strides: [st[0] as u32, st[1] as u32, st[2] as u32],
+    }
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 /// q and k (rotary embedding applied) and v, `[b, h, T, d]` each and contiguous, from the
-/// fused projection `qkv: [b, h, T, 3·d]` (read through its strides, no copy first) and the
-/// `[1, 1, T, d]` tables, in one pass, computed in f32 and written in `out`.
+/// fused projection `qkv: [b, h, T, 3·d]` (read through the strides of a dense layout, such as
+/// the `[b, T, h, 3·d]` → `[b, h, T, 3·d]` view the model makes, without a copy; other views
+/// are copied first) and the `[1, 1, T, d]` tables, in one pass, computed in f32 and written in
+/// `out`.
 pub fn split_qkv_rope<R: CubeRuntime>(
     qkv: CubeTensor<R>,
     cos: CubeTensor<R>,
@@ -121,30 +205,44 @@ pub fn split_qkv_rope<R: CubeRuntime>(
     out: DType,
 ) -> [CubeTensor<R>; 3] {
     let (cos, sin) = (f32_contiguous(cos), f32_contiguous(sin));
+    let qkv = if dense_rows(&qkv) {
+        qkv
+    } else {
+        into_contiguous(qkv)
+    };
     let dims = qkv.meta.shape().clone();
     let shape = Shape::new([dims[0], dims[1], dims[2], dims[3] / 3]);
     let [q, k, v] = [(); 3].map(|_| empty_like(&qkv, shape.clone(), out));
-    let (count, dim) = elemwise_launch(&q, 1);
+    let l = rope_launch(&q, &qkv, &[qkv.dtype, out, DType::F32], ndims);
     let dtypes = [qkv.dtype.into(), out.into()];
+    let ([h, t, d], [s0, s1, s2]) = (l.dims, l.strides);
     split_qkv_rope_kernel::launch::<R>(
         &qkv.client.clone(),
-        count,
-        dim,
-        qkv.into_tensor_arg(),
-        cos.into_tensor_arg(),
-        sin.into_tensor_arg(),
-        q.clone().into_tensor_arg(),
-        k.clone().into_tensor_arg(),
-        v.clone().into_tensor_arg(),
+        l.count,
+        l.dim,
+        l.vector,
+        qkv.into_array_arg(),
+        cos.into_array_arg(),
+        sin.into_array_arg(),
+        q.clone().into_array_arg(),
+        k.clone().into_array_arg(),
+        v.clone().into_array_arg(),
+        h,
+        t,
+        d,
+        s0,
+        s1,
+        s2,
         ndims as u32,
         dtypes,
     );
     [q, k, v]
 }
 
-/// The gradient of `qkv` from those of q, k and v, written into `out` (`[b, h, T, 3·d]`, any
-/// strides and its own dtype: the caller picks the layout and the projection's dtype) in one
-/// pass, computed in f32, and returned.
+/// The gradient of `qkv` from those of q, k and v, written into `out` (`[b, h, T, 3·d]` in a
+/// dense layout, [`dense_rows`], and its own dtype: the caller picks the layout and the
+/// projection's dtype; another layout is replaced by a contiguous one) in one pass, computed in
+/// f32, and returned.
 pub fn split_qkv_rope_backward<R: CubeRuntime>(
     [dq, dk, dv]: [CubeTensor<R>; 3],
     cos: CubeTensor<R>,
@@ -155,18 +253,31 @@ pub fn split_qkv_rope_backward<R: CubeRuntime>(
     let dq = into_contiguous(dq);
     let [dk, dv] = [dk, dv].map(|t| contiguous_like(t, &dq));
     let (cos, sin) = (f32_contiguous(cos), f32_contiguous(sin));
-    let (count, dim) = elemwise_launch(&dq, 1);
+    let out = if dense_rows(&out) {
+        out
+    } else {
+        empty_like(&out, out.meta.shape().clone(), out.dtype)
+    };
+    let l = rope_launch(&dq, &out, &[dq.dtype, out.dtype, DType::F32], ndims);
     let dtypes = [dq.dtype.into(), out.dtype.into()];
+    let ([h, t, d], [s0, s1, s2]) = (l.dims, l.strides);
     split_qkv_rope_backward_kernel::launch::<R>(
         &dq.client.clone(),
-        count,
-        dim,
-        dq.into_tensor_arg(),
-        dk.into_tensor_arg(),
-        dv.into_tensor_arg(),
-        cos.into_tensor_arg(),
-        sin.into_tensor_arg(),
-        out.clone().into_tensor_arg(),
+        l.count,
+        l.dim,
+        l.vector,
+        dq.into_array_arg(),
+        dk.into_array_arg(),
+        dv.into_array_arg(),
+        cos.into_array_arg(),
+        sin.into_array_arg(),
+        out.clone().into_array_arg(),
+        h,
+        t,
+        d,
+        s0,
+        s1,
+        s2,
         ndims as u32,
         dtypes,
     );

@@ -111,10 +111,16 @@ fn row_sum<F: Float>(v: F, buf: &mut SharedMemory<F>, #[comptime] plane: bool) -
     row_reduce::<F>(v, buf, false, plane)
 }
 
-/// The row this unit works on: cube `CUBE_POS` holds `per_cube` rows along y.
+/// The row this unit works on: cube `CUBE_POS` holds `per_cube` rows along y. With one row a
+/// cube (the shared-memory path) it is the cube's position alone: uniform over the cube, as
+/// WGSL's uniformity analysis requires of a branch (`row >= rows`) before a barrier.
 #[cube]
 fn row_index(#[comptime] per_cube: u32) -> usize {
-    CUBE_POS * per_cube as usize + UNIT_POS_Y as usize
+    if per_cube == 1 {
+        CUBE_POS
+    } else {
+        CUBE_POS * per_cube as usize + UNIT_POS_Y as usize
+    }
 }
 
 /// The shared memory a row reduction needs: none on the plane path (one slot, unused).
@@ -218,7 +224,7 @@ struct RowLaunch {
 }
 
 /// The plane path where the device runs plane operations with one plane size (CUDA: warps of
-/// 32), a row a plane and rows stacked in a cube; else one cube per row of at most
+/// 32; not WebGPU), a row a plane and rows stacked in a cube; else one cube per row of at most
 /// [`ROW_UNITS`] units, reducing through shared memory. Rows are spread over as many cube
 /// dimensions as the device needs, and read `vector` elements at a time (the most the widest
 /// of `dtypes` allows that divides a row).
@@ -228,8 +234,11 @@ fn row_launch<R: CubeRuntime>(t: &CubeTensor<R>, dtypes: &[DType]) -> RowLaunch 
     let props = t.client.properties();
     let hw = &props.hardware;
     let plane_size = hw.plane_size_max;
-    let planes = props.features.plane.contains(cubecl::features::Plane::Ops)
-        || FORCE_PLANES.with(|f| f.get());
+    // Not in the browser: WGSL's uniformity analysis rejects subgroup operations after a branch
+    // on a unit's row (`row >= rows`, a row of weight 0), where a native compiler takes them.
+    let planes = cfg!(not(target_arch = "wasm32"))
+        && (props.features.plane.contains(cubecl::features::Plane::Ops)
+            || FORCE_PLANES.with(|f| f.get()));
     let plane = planes
         && hw.plane_size_min == plane_size
         && plane_size.is_power_of_two()

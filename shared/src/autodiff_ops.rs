@@ -217,6 +217,30 @@ impl<B: ModelBackend, const D: usize> Backward<B, 2> for Gemm<D> {
     }
 }
 
+#[derive(Debug)]
+struct Sum3<const D: usize>;
+
+impl<B: ModelBackend, const D: usize> Backward<B, 3> for Sum3<D> {
+    /// The terms' shapes (a broadcast one's gradient is summed back to it) and dtypes.
+    type State = ([Vec<usize>; 3], [DType; 3]);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (shapes, dtypes) = ops.state;
+        let g: Tensor<B, D> = from_prim(grads.consume::<B>(&ops.node));
+        for ((parent, shape), dtype) in ops.parents.into_iter().zip(&shapes).zip(dtypes) {
+            if let Some(node) = parent {
+                let mut d = g.clone();
+                for (i, &n) in shape.iter().enumerate() {
+                    if n == 1 && d.dims()[i] != 1 {
+                        d = d.sum_dim(i);
+                    }
+                }
+                grads.register::<B>(node.id, to_prim(d.cast(dtype)));
+            }
+        }
+    }
+}
+
 /// Record `op` as the graph node that computed `y` (on the inner backend) from `inputs`;
 /// `state`, what its backward needs, is built only when a gradient is asked for.
 fn record<B, C, O, const N: usize, const D: usize>(
@@ -303,6 +327,23 @@ impl<B: ModelBackend, C: CheckpointStrategy> ModelBackend for Autodiff<B, C> {
         record(WeightedNll, [&logits], y, || {
             (logits.primitive.clone(), targets, weights)
         })
+    }
+
+    /// One node: each term's gradient is the output's (summed over a bias's broadcast), in the
+    /// term's dtype.
+    fn sum3_as<const D: usize>(
+        a: Tensor<Self, D>,
+        b: Tensor<Self, D>,
+        c: Tensor<Self, D>,
+        out: FloatDType,
+    ) -> Tensor<Self, D> {
+        let (a, b, c) = (to_prim(a), to_prim(b), to_prim(c));
+        let inner = [&a, &b, &c].map(|t| from_prim::<B, D>(t.primitive.clone()));
+        let shapes = inner.clone().map(|t| t.dims().to_vec());
+        let dtypes = inner.clone().map(|t| t.dtype());
+        let [ia, ib, ic] = inner;
+        let y = B::sum3_as(ia, ib, ic, out);
+        record(Sum3::<D>, [&a, &b, &c], y, || (shapes, dtypes))
     }
 
     /// One node whose backward products run as the forward one does (on cuBLAS on CUDA): the
@@ -456,6 +497,40 @@ mod tests {
         let (a, b) = (x.grad(&g).unwrap(), rx.grad(&rg).unwrap());
         a.into_data()
             .assert_approx_eq::<f32>(&b.into_data(), Tolerance::default());
+    }
+
+    #[test]
+    fn sum3_gradients_match_burns_sums() {
+        // a linear layer's product, a broadcast bias and a LoRA term in another dtype; the
+        // terms of a residual; some untracked
+        let a0: Tensor<AD, 3> = random([1, 2, 5, 6], 41).reshape([2, 5, 6]);
+        let bias: Tensor<AD, 3> = random([1, 1, 1, 6], 42).reshape([1, 1, 6]);
+        let full: Tensor<AD, 3> = random([1, 2, 5, 6], 43).reshape([2, 5, 6]);
+        let c0: Tensor<AD, 3> = random([1, 2, 5, 6], 44).reshape([2, 5, 6]);
+        let up: Tensor<AD, 3> = random([1, 2, 5, 6], 45).reshape([2, 5, 6]);
+        for (b0, tracked) in [(&bias, [true, true, true]), (&full, [true, false, true])] {
+            for c_dtype in [FloatDType::F32, FloatDType::BF16] {
+                let c1 = c0.clone().cast(c_dtype);
+                let [a, b, c] = [(&a0, 0), (b0, 1), (&c1, 2)].map(|(t, i)| track(t, tracked[i]));
+                let y = AD::sum3_as(a.clone(), b.clone(), c.clone(), FloatDType::F32);
+                let g = (y.clone() * up.clone()).sum().backward();
+                let [ra, rb, rc] = [(&a0, 0), (b0, 1), (&c1, 2)].map(|(t, i)| track(t, tracked[i]));
+                let r = ra.clone() + rb.clone() + rc.clone().cast(FloatDType::F32);
+                let rg = (r.clone() * up.clone()).sum().backward();
+                y.into_data()
+                    .assert_approx_eq::<f32>(&r.into_data(), Tolerance::default());
+                for ((x, rx), on) in [(a, ra), (b, rb), (c, rc)].into_iter().zip(tracked) {
+                    assert_eq!(x.grad(&g).is_some(), on);
+                    if on {
+                        let (got, want) = (x.grad(&g).unwrap(), rx.grad(&rg).unwrap());
+                        assert_eq!(got.dims(), want.dims());
+                        assert_eq!(got.dtype(), want.dtype());
+                        got.into_data()
+                            .assert_approx_eq::<f32>(&want.into_data(), Tolerance::default());
+                    }
+                }
+            }
+        }
     }
 
     #[test]

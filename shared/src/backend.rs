@@ -211,6 +211,19 @@ pub trait ModelBackend: Backend {
         d.scatter(2, targets, coef.neg(), IndexingUpdateOp::Add)
     }
 
+    /// `a + b + c` written in `out`, each term cast to it and summed left to right; `b` may
+    /// broadcast (a bias: `[1, …, 1, n]`). The CubeCL backends compute it in one pass, in f32,
+    /// rounded once: a linear layer's product, bias and LoRA term, a parallel residual's three
+    /// terms.
+    fn sum3_as<const D: usize>(
+        a: Tensor<Self, D>,
+        b: Tensor<Self, D>,
+        c: Tensor<Self, D>,
+        out: FloatDType,
+    ) -> Tensor<Self, D> {
+        a.cast(out) + b.cast(out) + c.cast(out)
+    }
+
     /// Exact GELU, `x·Φ(x) = x·(1 + erf(x/√2))/2` (HF's `gelu`), computed in f32 and written
     /// in `x`'s dtype.
     fn gelu_erf<const D: usize>(x: Tensor<Self, D>, bf16_stash: bool) -> Tensor<Self, D> {
@@ -567,6 +580,22 @@ where
             targets.into_primitive(),
             to_prim(coef),
         ))
+    }
+
+    fn sum3_as<const D: usize>(
+        a: Tensor<Self, D>,
+        b: Tensor<Self, D>,
+        c: Tensor<Self, D>,
+        out: FloatDType,
+    ) -> Tensor<Self, D> {
+        let (da, db) = (a.dims(), b.dims());
+        let bias = db != da;
+        let broadcast = db[D - 1] == da[D - 1] && db[..D - 1].iter().all(|&n| n == 1);
+        if c.dims() != da || (bias && !broadcast) {
+            return a.cast(out) + b.cast(out) + c.cast(out);
+        }
+        let (a, b, c) = (to_prim(a), to_prim(b), to_prim(c));
+        from_prim(crate::kernels::sum3(a, b, c, bias, out.into()))
     }
 
     fn gelu_erf<const D: usize>(x: Tensor<Self, D>, _bf16_stash: bool) -> Tensor<Self, D> {

@@ -40,7 +40,9 @@ impl<B: ModelBackend> Layer<B> {
         if self.use_parallel_residual {
             // Both branches read the same input: h + attn(ln1(h)) + mlp(ln2(h)).
             let m = self.mlp.forward(self.post_attention_layernorm.forward(hn));
-            m + a + h
+            // one pass on the CubeCL backends, where `m + a + h` is two
+            let dtype = h.dtype().into();
+            B::sum3_as(m, a, h, dtype)
         } else {
             let h = h + a;
             let m = self

@@ -39,17 +39,20 @@ impl<B: ModelBackend> Linear<B> {
         self.weight.dims()[1]
     }
 
-    /// `x·W + b` with the frozen base. A base stored in another dtype (bf16, see
-    /// `precision.rs`) multiplies in that dtype; the product, and the bias added to it, come
-    /// in `out`. An NF4 base is dequantized first.
-    fn base_forward<const D: usize>(&self, x: Tensor<B, D>, out: FloatDType) -> Tensor<B, D> {
-        let bias = self.bias.as_ref().map(|b| b.val());
-        let y = match &self.weight {
+    /// `x·W` with the frozen base. A base stored in another dtype (bf16, see `precision.rs`)
+    /// multiplies in that dtype; the product comes in `out`. An NF4 base is dequantized first.
+    fn base_product<const D: usize>(&self, x: Tensor<B, D>, out: FloatDType) -> Tensor<B, D> {
+        match &self.weight {
             BaseWeight::Nf4(q) => B::nf4_matmul(x, q).cast(out),
             BaseWeight::Dense(w) => B::base_matmul_as(x, w.val(), out),
-        };
-        match bias {
-            Some(b) => y + b.cast(out).unsqueeze(),
+        }
+    }
+
+    /// `x·W + b` with the frozen base, in `out`.
+    fn base_forward<const D: usize>(&self, x: Tensor<B, D>, out: FloatDType) -> Tensor<B, D> {
+        let y = self.base_product(x, out);
+        match &self.bias {
+            Some(b) => y + b.val().cast(out).unsqueeze(),
             None => y,
         }
     }
@@ -105,7 +108,13 @@ impl<B: ModelBackend> Linear<B> {
                 let mut dims_out = dims;
                 dims_out[D - 1] = b.dims()[1];
                 let delta = B::gemm(xa, b, false).reshape(dims_out);
-                self.base_forward(base_x(x), out) + delta.cast(out)
+                // the product, its bias and the adapter's term in one pass (`sum3_as`), each
+                // in its own dtype and rounded to `out` once on the CubeCL backends
+                let y = self.base_product(base_x(x), out);
+                match &self.bias {
+                    Some(bias) => B::sum3_as(y, bias.val().unsqueeze(), delta, out),
+                    None => y + delta.cast(out),
+                }
             }
         }
     }

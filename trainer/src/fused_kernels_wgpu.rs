@@ -40,6 +40,26 @@ fn gelu_forward_and_backward_match_the_formulas() {
     }
 }
 
+/// The three-term sum: a bias broadcast over the rows (rows of 6: vectors of 2; of 8: of 4),
+/// three full terms (rows of 5: scalars), a non-contiguous term.
+#[test]
+fn sum3_matches_the_sums() {
+    for (shape, bias) in [([2, 3, 6], true), ([2, 3, 8], true), ([2, 3, 5], false)] {
+        let (a, ag) = pair(shape, 21, 1.0);
+        let (c, cg) = pair([shape[1], shape[0], shape[2]], 23, 1.0);
+        let (c, cg) = (c.swap_dims(0, 1), cg.swap_dims(0, 1));
+        let (b, bg) = if bias {
+            pair([1, 1, shape[2]], 22, 1.0)
+        } else {
+            pair(shape, 22, 1.0)
+        };
+        close(
+            G::sum3_as(ag, bg, cg, FloatDType::F32),
+            Flex::sum3_as(a, b, c, FloatDType::F32),
+        );
+    }
+}
+
 /// Runs `check` on both paths of the row kernels: reductions over a cube through shared
 /// memory (lavapipe's, WebGPU's), then through plane operations with rows stacked in a cube
 /// (CUDA's; CubeCL does not advertise planes for lavapipe, which runs them).

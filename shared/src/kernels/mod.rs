@@ -1,7 +1,7 @@
 //! Fused CubeCL kernels (CUDA, wgpu, WebGPU) for the training step's element-wise and row-wise
 //! work, forward and backward: the split of the fused qkv projection with the rotary embedding
 //! (`attention.rs`), attention's causal softmax (`attention.rs`), the loss (`loss.rs`), GELU
-//! (`gelu.rs`) and LayerNorm (`layernorm.rs`). burn 0.21 without fusion runs these as one
+//! (`gelu.rs`), LayerNorm (`layernorm.rs`) and three-term sums (`sum.rs`). burn 0.21 without fusion runs these as one
 //! kernel per operation (LayerNorm's forward pass alone is nine kernels and seven passes over
 //! the activations; the masked softmax of attention's scores a dozen; the loss keeps
 //! `[b, T, vocab]` temporaries). Here each is one kernel: one pass for the element-wise ones,
@@ -35,6 +35,7 @@ mod gelu;
 mod layernorm;
 mod loss;
 mod nf4;
+mod sum;
 
 pub use attention::{
     causal_softmax, causal_softmax_backward, split_qkv_rope, split_qkv_rope_backward,
@@ -44,6 +45,7 @@ pub use gelu::{gelu, gelu_backward};
 pub use layernorm::{layernorm, layernorm_backward};
 pub use loss::{weighted_nll_backward, weighted_nll_rows};
 pub use nf4::{Nf4Parts, nf4_dequantize};
+pub use sum::sum3;
 
 /// Units per cube for the element-wise kernels.
 const ELEMWISE_UNITS: u32 = 256;

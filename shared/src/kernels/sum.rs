@@ -1,0 +1,64 @@
+//! `a + b + c` in one pass, where `b` is a tensor of the same shape or a bias broadcast over
+//! the rows: a linear layer's product, its LoRA term and its bias (each in its own dtype), or
+//! the three terms of a parallel residual. Computed in f32 and rounded once, in the output's
+//! dtype: burn would run one kernel per sum and per cast, each a pass over the activations.
+
+use super::*;
+
+/// One unit per vector: `out = a + b + c`, `b` indexed by the column (`row_len` columns) when
+/// it is a bias.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn sum3_kernel<A: Float, B: Float, C: Float, O: Float, N: Size>(
+    a: &Array<Vector<A, N>>,
+    b: &Array<Vector<B, N>>,
+    c: &Array<Vector<C, N>>,
+    out: &mut Array<Vector<O, N>>,
+    row_len: u32,
+    #[comptime] bias: bool,
+    #[define(A, B, C, O)] _dtypes: [StorageType; 4],
+) {
+    let i = ABSOLUTE_POS;
+    if i < out.len() {
+        let mut j = i;
+        if bias {
+            j = i % (row_len as usize / N::value());
+        }
+        let s = Vector::<f32, N>::cast_from(a[i])
+            + Vector::<f32, N>::cast_from(b[j])
+            + Vector::<f32, N>::cast_from(c[i]);
+        out[i] = Vector::cast_from(s);
+    }
+}
+
+/// `a + b + c` (`a` and `c` of one shape, `b` of that shape or, with `bias`, as long as its
+/// last dimension), computed in f32 and written in `out`.
+pub fn sum3<R: CubeRuntime>(
+    a: CubeTensor<R>,
+    b: CubeTensor<R>,
+    c: CubeTensor<R>,
+    bias: bool,
+    out: DType,
+) -> CubeTensor<R> {
+    let (a, b, c) = (into_contiguous(a), into_contiguous(b), into_contiguous(c));
+    let shape = a.meta.shape().clone();
+    let row_len = *shape.last().expect("a tensor with dimensions");
+    let y = empty_like(&a, shape, out);
+    let vector = vector_size(&a, &[a.dtype, b.dtype, c.dtype, out], row_len);
+    let (count, dim) = elemwise_launch(&a, vector);
+    let dtypes = [a.dtype.into(), b.dtype.into(), c.dtype.into(), out.into()];
+    sum3_kernel::launch::<R>(
+        &a.client.clone(),
+        count,
+        dim,
+        vector,
+        a.into_array_arg(),
+        b.into_array_arg(),
+        c.into_array_arg(),
+        y.clone().into_array_arg(),
+        row_len as u32,
+        bias,
+        dtypes,
+    );
+    y
+}

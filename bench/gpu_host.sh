@@ -19,6 +19,8 @@
 #   - QLoRA (NF4 + double quantization), both builds;
 #   - a CubeCL kernel profile of 4 layers, both builds (`profile` in gpu_peak.sh: cuBLAS's
 #     kernels are not in it);
+#   - correctness: the demo model's greedy answer on the CPU and on the GPU, and a small f32
+#     step in both builds (same weights: losses that agree to rounding);
 #   - if nsys is on the machine, a trace of 3 steps of 4 layers: every kernel's time, cuBLAS's
 #     included, and the GPU's idle time between them.
 # Run: `bash bench/gpu_host.sh` with carry [".gpu/plain", ".gpu/prev"], timeout_s 420.
@@ -44,6 +46,16 @@ SHAPE=$B1 LAW_POLYGLOT_MATMUL=cublas-async run_train prev-b1 "$TP" 30 --layers "
 SHAPE=$B16 run_train b16 "$T" 40 --layers "$LAYERS" --steps 6 --dtype "$DTYPE"
 run_train nf4 "$T" 40 --layers "$LAYERS" --steps 6 --dtype "$DTYPE" --quant nf4
 LAW_POLYGLOT_MATMUL=cublas-async run_train prev-nf4 "$TP" 40 --layers "$LAYERS" --steps 6 --dtype "$DTYPE" --quant nf4
+# correctness on this GPU, cheap: the demo model's greedy answer on the CPU and on CUDA (the
+# forward kernels), and a small f32 step in both builds (every kernel, backward included: the
+# same seeded weights, so the losses agree to rounding)
+for d in cpu cuda; do
+  t=$(cap 30); [ "$t" -gt 0 ] && timeout "$t" "$T" generate --prompt "대한민국헌법 제1조의 내용은 무엇인가요?" \
+    --max-new-tokens 24 --device "$([ "$d" = cpu ] && echo cpu || echo "$DEV")" > "$W/gen-$d.txt" 2> "$W/gen-$d.err"
+done
+SMALL="--hidden 512 --heads 8 --inter 2048 --vocab 4096 --batch 2 --seq 256 --lora-r 8 --lora-dropout 0"
+SHAPE=$SMALL run_train check "$T" 30 --layers 2 --steps 4 --dtype f32
+SHAPE=$SMALL LAW_POLYGLOT_MATMUL=cublas-async run_train check-prev "$TP" 30 --layers 2 --steps 4 --dtype f32
 profile plain "$T"
 LAW_POLYGLOT_MATMUL=cublas-async profile prev "$TP"
 NSYS=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys /usr/local/cuda/nsight-systems*/bin/nsys 2>/dev/null | head -1)
@@ -82,6 +94,8 @@ echo "| 16 x 512, this build | $(row train-b16) |"
 echo "| QLoRA NF4 + DQ, 8 x 512, this build | $(row train-nf4) |"
 echo "| QLoRA NF4 + DQ, 8 x 512, previous build | $(row train-prev-nf4) |"
 echo "| first 3 losses: this build; previous; handed over; flags; host waits | $(losses "$W/train-new.json"); $(losses "$W/train-prev.json"); $(losses "$W/train-handover.json"); $(losses "$W/train-flags.json"); $(losses "$W/train-sync.json") |"
+echo "| f32 check, 2 small layers, first 3 losses: this build; previous | $(losses "$W/train-check.json"); $(losses "$W/train-check-prev.json") |"
+echo "| demo model's greedy answer, CPU = $DEV | $(cmp -s "$W/gen-cpu.txt" "$W/gen-cuda.txt" && [ -s "$W/gen-cpu.txt" ] && echo yes || echo "NO: $(head -c 120 "$W/gen-cuda.txt" | tr '\n' ' ')") |"
 echo "| how cuBLAS was ordered (this build) | $(grep -h -m1 -o "cuBLAS queues[^(]*\|CubeCL's stream not found[^;]*" "$W/train-new.err" 2>/dev/null) |"
 echo "| bench-matmul --check, largest relative difference | $(grep -o '"rel_err":[0-9.e+-]*' "$W/check.jsonl" 2>/dev/null | cut -d: -f2 | sort -g | tail -1) |"
 pack_out --exclude='mem.*' --exclude='*.nsys-rep'

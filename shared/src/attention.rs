@@ -33,6 +33,24 @@ impl<B: ModelBackend> Attention<B> {
         rope: &Rope<B>,
         cache: Option<(&mut KvCache<B>, usize)>,
     ) -> Tensor<B, 3> {
+        let (y, bias) = self.forward_parts(x, rope, cache);
+        match bias {
+            Some(b) => {
+                let dtype = y.dtype();
+                y + b.cast(dtype).unsqueeze()
+            }
+            None => y,
+        }
+    }
+
+    /// [`forward`](Self::forward) without `dense`'s bias: its product and the bias, for a
+    /// residual sum to add (`ModelBackend::sum5_as`).
+    pub fn forward_parts(
+        &self,
+        x: Tensor<B, 3>,
+        rope: &Rope<B>,
+        cache: Option<(&mut KvCache<B>, usize)>,
+    ) -> (Tensor<B, 3>, Option<Tensor<B, 1>>) {
         let [b, t, hidden] = x.dims();
         let (nh, hd) = (self.num_heads, self.head_dim);
         let stream = x.dtype().into();
@@ -59,6 +77,6 @@ impl<B: ModelBackend> Attention<B> {
         }; // [b, nh, t, hd], bf16 with `bf16` and no cache
         // the product back in the residual stream's dtype, written so by cuBLAS
         self.dense
-            .forward_to(out.swap_dims(1, 2).reshape([b, t, hidden]), stream)
+            .forward_parts_to(out.swap_dims(1, 2).reshape([b, t, hidden]), stream)
     }
 }

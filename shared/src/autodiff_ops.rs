@@ -217,26 +217,55 @@ impl<B: ModelBackend, const D: usize> Backward<B, 2> for Gemm<D> {
     }
 }
 
+/// A sum of `N` terms (`sum3_as`, `sum5_as`).
 #[derive(Debug)]
-struct Sum3<const D: usize>;
+struct SumTerms<const N: usize, const D: usize>;
 
-impl<B: ModelBackend, const D: usize> Backward<B, 3> for Sum3<D> {
+impl<B: ModelBackend, const N: usize, const D: usize> Backward<B, N> for SumTerms<N, D> {
     /// The terms' shapes (a broadcast one's gradient is summed back to it) and dtypes.
-    type State = ([Vec<usize>; 3], [DType; 3]);
+    type State = ([Vec<usize>; N], [DType; N]);
 
-    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+    fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (shapes, dtypes) = ops.state;
         let g: Tensor<B, D> = from_prim(grads.consume::<B>(&ops.node));
         for ((parent, shape), dtype) in ops.parents.into_iter().zip(&shapes).zip(dtypes) {
             if let Some(node) = parent {
-                let mut d = g.clone();
-                for (i, &n) in shape.iter().enumerate() {
-                    if n == 1 && d.dims()[i] != 1 {
-                        d = d.sum_dim(i);
-                    }
-                }
-                grads.register::<B>(node.id, to_prim(d.cast(dtype)));
+                grads.register::<B>(node.id, to_prim(sum_back(g.clone(), shape).cast(dtype)));
             }
+        }
+    }
+}
+
+/// `g` summed over the dimensions where `shape` (a broadcast term's) is 1.
+fn sum_back<B: ModelBackend, const D: usize>(mut g: Tensor<B, D>, shape: &[usize]) -> Tensor<B, D> {
+    for (i, &n) in shape.iter().enumerate() {
+        if n == 1 && g.dims()[i] != 1 {
+            g = g.sum_dim(i);
+        }
+    }
+    g
+}
+
+#[derive(Debug)]
+struct GeluBias<const D: usize>;
+
+impl<B: ModelBackend, const D: usize> Backward<B, 2> for GeluBias<D> {
+    /// The input (or its bf16 copy) and the bias.
+    type State = (FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (x, bias) = ops.state;
+        let (x, bias): (Tensor<B, D>, Tensor<B, 1>) = (from_prim(x), from_prim(bias));
+        let g: Tensor<B, D> = from_prim(grads.consume::<B>(&ops.node));
+        let dx = B::gelu_erf_bias_backward(x, bias.clone(), g);
+        let [px, pb] = ops.parents;
+        if let Some(node) = pb {
+            let n = bias.dims()[0];
+            let db = dx.clone().reshape([-1, n as i32]).sum_dim(0).reshape([n]);
+            grads.register::<B>(node.id, to_prim(db.cast(bias.dtype())));
+        }
+        if let Some(node) = px {
+            grads.register::<B>(node.id, to_prim(dx));
         }
     }
 }
@@ -260,6 +289,19 @@ where
         OpsKind::Tracked(prep) => prep.finish(state(), y),
         OpsKind::UnTracked(prep) => prep.finish(y),
     })
+}
+
+/// The inner tensors of autodiff `terms`, their shapes and dtypes.
+#[allow(clippy::type_complexity)]
+fn inner_terms<B: ModelBackend, C: CheckpointStrategy, const N: usize, const D: usize>(
+    terms: &[FloatTensor<Autodiff<B, C>>; N],
+) -> ([Tensor<B, D>; N], [Vec<usize>; N], [DType; N]) {
+    let inner = terms
+        .each_ref()
+        .map(|t| from_prim::<B, D>(t.primitive.clone()));
+    let shapes = inner.each_ref().map(|t| t.dims().to_vec());
+    let dtypes = inner.each_ref().map(|t| t.dtype());
+    (inner, shapes, dtypes)
 }
 
 impl<B: ModelBackend, C: CheckpointStrategy> ModelBackend for Autodiff<B, C> {
@@ -337,13 +379,34 @@ impl<B: ModelBackend, C: CheckpointStrategy> ModelBackend for Autodiff<B, C> {
         c: Tensor<Self, D>,
         out: FloatDType,
     ) -> Tensor<Self, D> {
-        let (a, b, c) = (to_prim(a), to_prim(b), to_prim(c));
-        let inner = [&a, &b, &c].map(|t| from_prim::<B, D>(t.primitive.clone()));
-        let shapes = inner.clone().map(|t| t.dims().to_vec());
-        let dtypes = inner.clone().map(|t| t.dtype());
+        let terms = [a, b, c].map(to_prim);
+        let (inner, shapes, dtypes) = inner_terms::<B, C, 3, D>(&terms);
         let [ia, ib, ic] = inner;
         let y = B::sum3_as(ia, ib, ic, out);
-        record(Sum3::<D>, [&a, &b, &c], y, || (shapes, dtypes))
+        record(SumTerms::<3, D>, terms.each_ref(), y, || (shapes, dtypes))
+    }
+
+    /// One node, as [`sum3_as`](Self::sum3_as).
+    fn sum5_as<const D: usize>(terms: [Tensor<Self, D>; 5], out: FloatDType) -> Tensor<Self, D> {
+        let terms = terms.map(to_prim);
+        let (inner, shapes, dtypes) = inner_terms::<B, C, 5, D>(&terms);
+        let y = B::sum5_as(inner, out);
+        record(SumTerms::<5, D>, terms.each_ref(), y, || (shapes, dtypes))
+    }
+
+    /// One node whose backward reads the input (bf16 with `bf16_stash`) and the bias.
+    fn gelu_erf_bias<const D: usize>(
+        x: Tensor<Self, D>,
+        bias: Tensor<Self, 1>,
+        bf16_stash: bool,
+    ) -> Tensor<Self, D> {
+        let (x, bias) = (to_prim(x), to_prim(bias));
+        let inner = from_prim::<B, D>(x.primitive.clone());
+        let b = from_prim::<B, 1>(bias.primitive.clone());
+        let y = B::gelu_erf_bias(inner.clone(), b.clone(), false);
+        record(GeluBias::<D>, [&x, &bias], y, || {
+            (stash(inner, bf16_stash), to_prim(b))
+        })
     }
 
     /// One node whose backward products run as the forward one does (on cuBLAS on CUDA): the
@@ -497,6 +560,56 @@ mod tests {
         let (a, b) = (x.grad(&g).unwrap(), rx.grad(&rg).unwrap());
         a.into_data()
             .assert_approx_eq::<f32>(&b.into_data(), Tolerance::default());
+    }
+
+    #[test]
+    fn gelu_bias_gradients_match_the_formula_graph() {
+        let x0 = random([2, 3, 4, 5], 17) * 3.0;
+        let b0: Tensor<AD, 1> = random([1, 1, 1, 5], 18).reshape([5]);
+        let w = random([2, 3, 4, 5], 19);
+        let (x, b) = (x0.clone().require_grad(), b0.clone().require_grad());
+        let y = AD::gelu_erf_bias(x.clone(), b.clone(), false);
+        let g = (y.clone() * w.clone()).sum().backward();
+        let (rx, rb) = (x0.require_grad(), b0.require_grad());
+        let z = rx.clone() + rb.clone().unsqueeze();
+        let r = z.clone() * ((z / std::f64::consts::SQRT_2).erf() + 1.0) * 0.5;
+        let rg = (r.clone() * w).sum().backward();
+        y.into_data()
+            .assert_approx_eq::<f32>(&r.into_data(), Tolerance::default());
+        x.grad(&g)
+            .unwrap()
+            .into_data()
+            .assert_approx_eq::<f32>(&rx.grad(&rg).unwrap().into_data(), Tolerance::default());
+        b.grad(&g)
+            .unwrap()
+            .into_data()
+            .assert_approx_eq::<f32>(&rb.grad(&rg).unwrap().into_data(), Tolerance::default());
+    }
+
+    #[test]
+    fn sum5_gradients_match_burns_sums() {
+        let [a0, c0, e0, up] = [51, 52, 53, 54].map(|s| random([1, 2, 5, 6], s).reshape([2, 5, 6]));
+        let [p0, q0] = [55, 56].map(|s| random([1, 1, 1, 6], s).reshape([1, 1, 6]));
+        let terms = [&a0, &p0, &c0, &q0, &e0];
+        let tracked = [true, true, false, true, true];
+        let ts = [0, 1, 2, 3, 4].map(|i| track(terms[i], tracked[i]));
+        let y = AD::sum5_as(ts.clone(), FloatDType::F32);
+        let g = (y.clone() * up.clone()).sum().backward();
+        let rs = [0, 1, 2, 3, 4].map(|i| track(terms[i], tracked[i]));
+        let [ra, rp, rc, rq, re] = rs.clone();
+        let r = (ra + rp) + (rc + rq) + re;
+        let rg = (r.clone() * up).sum().backward();
+        y.into_data()
+            .assert_approx_eq::<f32>(&r.into_data(), Tolerance::default());
+        for ((t, rt), on) in ts.into_iter().zip(rs).zip(tracked) {
+            assert_eq!(t.grad(&g).is_some(), on);
+            if on {
+                let (got, want) = (t.grad(&g).unwrap(), rt.grad(&rg).unwrap());
+                assert_eq!(got.dims(), want.dims());
+                got.into_data()
+                    .assert_approx_eq::<f32>(&want.into_data(), Tolerance::default());
+            }
+        }
     }
 
     #[test]

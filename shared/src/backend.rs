@@ -224,6 +224,15 @@ pub trait ModelBackend: Backend {
         a.cast(out) + b.cast(out) + c.cast(out)
     }
 
+    /// `(a + p) + (b + q) + c` written in `out`, each term cast to it; `p` and `q` broadcast
+    /// (biases: `[1, …, 1, n]`). The CubeCL backends compute it in one pass, in f32, rounded
+    /// once: a parallel residual, its two branches' products with their biases and the
+    /// residual stream (three passes otherwise).
+    fn sum5_as<const D: usize>(terms: [Tensor<Self, D>; 5], out: FloatDType) -> Tensor<Self, D> {
+        let [a, p, b, q, c] = terms.map(|t| t.cast(out));
+        (a + p) + (b + q) + c
+    }
+
     /// Exact GELU, `x·Φ(x) = x·(1 + erf(x/√2))/2` (HF's `gelu`), computed in f32 and written
     /// in `x`'s dtype.
     fn gelu_erf<const D: usize>(x: Tensor<Self, D>, bf16_stash: bool) -> Tensor<Self, D> {
@@ -231,6 +240,29 @@ pub trait ModelBackend: Backend {
         let dtype = x.dtype();
         let x = x.cast(FloatDType::F32);
         (x.clone() * ((x / std::f64::consts::SQRT_2).erf() + 1.0) * 0.5).cast(dtype)
+    }
+
+    /// [`gelu_erf`](Self::gelu_erf) of `x + bias` (`bias: [n]`, cast to `x`'s dtype and
+    /// broadcast over the rows): a linear layer's product and its bias, which the CubeCL
+    /// backends add where GELU reads the product, in f32, with no pass of its own.
+    fn gelu_erf_bias<const D: usize>(
+        x: Tensor<Self, D>,
+        bias: Tensor<Self, 1>,
+        bf16_stash: bool,
+    ) -> Tensor<Self, D> {
+        let bias = bias.cast(x.dtype()).unsqueeze();
+        Self::gelu_erf(x + bias, bf16_stash)
+    }
+
+    /// The gradient of [`gelu_erf_bias`](Self::gelu_erf_bias) with respect to `x` (and, summed
+    /// over the rows, to the bias), in `g`'s dtype.
+    fn gelu_erf_bias_backward<const D: usize>(
+        x: Tensor<Self, D>,
+        bias: Tensor<Self, 1>,
+        g: Tensor<Self, D>,
+    ) -> Tensor<Self, D> {
+        let bias = bias.cast(x.dtype()).unsqueeze();
+        Self::gelu_erf_backward(x + bias, g)
     }
 
     /// The gradient of [`gelu_erf`](Self::gelu_erf) at `x` for the output gradient `g`, in
@@ -596,6 +628,45 @@ where
         }
         let (a, b, c) = (to_prim(a), to_prim(b), to_prim(c));
         from_prim(crate::kernels::sum3(a, b, c, bias, out.into()))
+    }
+
+    fn sum5_as<const D: usize>(terms: [Tensor<Self, D>; 5], out: FloatDType) -> Tensor<Self, D> {
+        let d = terms[0].dims();
+        let bias = |t: &Tensor<Self, D>| {
+            let s = t.dims();
+            s[D - 1] == d[D - 1] && s[..D - 1].iter().all(|&n| n == 1)
+        };
+        let fits = terms[2].dims() == d
+            && terms[4].dims() == d
+            && bias(&terms[1])
+            && bias(&terms[3])
+            && terms[0].dtype() == terms[2].dtype()
+            && terms[1].dtype() == terms[3].dtype();
+        if !fits {
+            let [a, p, b, q, c] = terms.map(|t| t.cast(out));
+            return (a + p) + (b + q) + c;
+        }
+        from_prim(crate::kernels::sum5(terms.map(to_prim), out.into()))
+    }
+
+    fn gelu_erf_bias<const D: usize>(
+        x: Tensor<Self, D>,
+        bias: Tensor<Self, 1>,
+        _bf16_stash: bool,
+    ) -> Tensor<Self, D> {
+        from_prim(crate::kernels::gelu_bias(to_prim(x), to_prim(bias)))
+    }
+
+    fn gelu_erf_bias_backward<const D: usize>(
+        x: Tensor<Self, D>,
+        bias: Tensor<Self, 1>,
+        g: Tensor<Self, D>,
+    ) -> Tensor<Self, D> {
+        from_prim(crate::kernels::gelu_bias_backward(
+            to_prim(x),
+            to_prim(bias),
+            to_prim(g),
+        ))
     }
 
     fn gelu_erf<const D: usize>(x: Tensor<Self, D>, _bf16_stash: bool) -> Tensor<Self, D> {

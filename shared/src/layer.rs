@@ -34,16 +34,30 @@ impl<B: ModelBackend> Layer<B> {
         } else {
             h.clone()
         };
-        let a = self
-            .attention
-            .forward(self.input_layernorm.forward(hn.clone()), rope, cache);
+        let x = self.input_layernorm.forward(hn.clone());
         if self.use_parallel_residual {
             // Both branches read the same input: h + attn(ln1(h)) + mlp(ln2(h)).
-            let m = self.mlp.forward(self.post_attention_layernorm.forward(hn));
-            // one pass on the CubeCL backends, where `m + a + h` is two
+            let (a, ba) = self.attention.forward_parts(x, rope, cache);
+            let (m, bm) = self
+                .mlp
+                .forward_parts(self.post_attention_layernorm.forward(hn));
             let dtype = h.dtype().into();
-            B::sum3_as(m, a, h, dtype)
+            match (bm, ba) {
+                // the branches' biases and the three terms in one pass on the CubeCL backends
+                // (three passes otherwise): `(m + bm) + (a + ba) + h`
+                (Some(bm), Some(ba)) => {
+                    B::sum5_as([m, bm.unsqueeze(), a, ba.unsqueeze(), h], dtype)
+                }
+                (bm, ba) => {
+                    let add = |y: Tensor<B, 3>, b: Option<Tensor<B, 1>>| match b {
+                        Some(b) => y + b.cast(dtype).unsqueeze(),
+                        None => y,
+                    };
+                    B::sum3_as(add(m, bm), add(a, ba), h, dtype)
+                }
+            }
         } else {
+            let a = self.attention.forward(x, rope, cache);
             let h = h + a;
             let m = self
                 .mlp

@@ -2,7 +2,7 @@
 //! (PEFT's `LoraLayer`): `y = x·W + b + dropout(x)·A·B·scaling`.
 //!
 //! The base weight is the seam for quantized bases: an NF4 weight (QLoRA, `base_weight.rs`)
-//! changes how `base_forward` gets `W`, nothing else.
+//! changes how `base_product` gets `W`, nothing else.
 
 use crate::ModelBackend;
 use burn::module::{Module, Param};
@@ -48,46 +48,68 @@ impl<B: ModelBackend> Linear<B> {
         }
     }
 
-    /// `x·W + b` with the frozen base, in `out`.
-    fn base_forward<const D: usize>(&self, x: Tensor<B, D>, out: FloatDType) -> Tensor<B, D> {
-        let y = self.base_product(x, out);
-        match &self.bias {
-            Some(b) => y + b.val().cast(out).unsqueeze(),
-            None => y,
-        }
-    }
-
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let dtype = x.dtype().into();
-        self.forward_with(x, None, dtype)
+        self.forward_with(x, None, dtype, true).0
     }
 
     /// [`forward`](Self::forward) with the result in `dtype`: the base multiplies `x` cast to
     /// `dtype` (a bf16 projection from an f32 input casts it once, as its bf16 product would
     /// anyway), while the adapter takes `x` as it is, in its own dtype.
     pub fn forward_as<const D: usize>(&self, x: Tensor<B, D>, dtype: FloatDType) -> Tensor<B, D> {
-        self.forward_with(x, Some(dtype), dtype)
+        self.forward_with(x, Some(dtype), dtype, true).0
     }
 
     /// [`forward`](Self::forward) with the result in `out`, the base multiplying `x` as it is
     /// (a bf16 input's product written in f32 for the residual stream, with no cast after).
     pub fn forward_to<const D: usize>(&self, x: Tensor<B, D>, out: FloatDType) -> Tensor<B, D> {
-        self.forward_with(x, None, out)
+        self.forward_with(x, None, out, true).0
     }
 
-    /// The base multiplies `x` cast to `base_in` (or as it is), the result in `out`.
+    /// [`forward_as`](Self::forward_as) without the bias: the product (with the adapter's
+    /// term) and the bias, for the caller to add where it reads the product anyway (GELU, a
+    /// residual sum: one pass over the activations fewer).
+    pub fn forward_parts_as<const D: usize>(
+        &self,
+        x: Tensor<B, D>,
+        dtype: FloatDType,
+    ) -> (Tensor<B, D>, Option<Tensor<B, 1>>) {
+        self.forward_with(x, Some(dtype), dtype, false)
+    }
+
+    /// [`forward_to`](Self::forward_to) without the bias, as
+    /// [`forward_parts_as`](Self::forward_parts_as).
+    pub fn forward_parts_to<const D: usize>(
+        &self,
+        x: Tensor<B, D>,
+        out: FloatDType,
+    ) -> (Tensor<B, D>, Option<Tensor<B, 1>>) {
+        self.forward_with(x, None, out, false)
+    }
+
+    /// The base multiplies `x` cast to `base_in` (or as it is), the result in `out`; with
+    /// `add_bias` the bias is added, else returned.
     fn forward_with<const D: usize>(
         &self,
         x: Tensor<B, D>,
         base_in: Option<FloatDType>,
         out: FloatDType,
-    ) -> Tensor<B, D> {
+        add_bias: bool,
+    ) -> (Tensor<B, D>, Option<Tensor<B, 1>>) {
         let base_x = |x: Tensor<B, D>| match base_in {
             Some(dtype) => x.cast(dtype),
             None => x,
         };
-        match &self.lora {
-            None => self.base_forward(base_x(x), out),
+        let bias = self.bias.as_ref().map(|b| b.val());
+        let (bias, rest) = if add_bias { (bias, None) } else { (None, bias) };
+        let y = match &self.lora {
+            None => {
+                let y = self.base_product(base_x(x), out);
+                match bias {
+                    Some(b) => y + b.cast(out).unsqueeze(),
+                    None => y,
+                }
+            }
             Some(l) => {
                 let a = l.lora_a.val();
                 // in the adapter's dtype (f32 weights over a bf16 input, as PEFT casts it), as
@@ -111,12 +133,13 @@ impl<B: ModelBackend> Linear<B> {
                 // the product, its bias and the adapter's term in one pass (`sum3_as`), each
                 // in its own dtype and rounded to `out` once on the CubeCL backends
                 let y = self.base_product(base_x(x), out);
-                match &self.bias {
-                    Some(bias) => B::sum3_as(y, bias.val().unsqueeze(), delta, out),
+                match bias {
+                    Some(bias) => B::sum3_as(y, bias.unsqueeze(), delta, out),
                     None => y + delta.cast(out),
                 }
             }
-        }
+        };
+        (y, rest)
     }
 
     /// Fold the adapter into the base weight: `W ← W + scaling·A·B`.

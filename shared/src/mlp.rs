@@ -23,10 +23,28 @@ pub struct Mlp<B: ModelBackend> {
 
 impl<B: ModelBackend> Mlp<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let (y, bias) = self.forward_parts(x);
+        match bias {
+            Some(b) => {
+                let dtype = y.dtype();
+                y + b.cast(dtype).unsqueeze()
+            }
+            None => y,
+        }
+    }
+
+    /// [`forward`](Self::forward) without `dense_4h_to_h`'s bias: its product and the bias,
+    /// for a residual sum to add (`ModelBackend::sum5_as`). `dense_h_to_4h`'s bias is added
+    /// where the exact GELU reads the product (`ModelBackend::gelu_erf_bias`).
+    pub fn forward_parts(&self, x: Tensor<B, 3>) -> (Tensor<B, 3>, Option<Tensor<B, 1>>) {
         let dtype = x.dtype().into();
         let inner = if self.bf16 { FloatDType::BF16 } else { dtype };
-        let h = self.dense_h_to_4h.forward_as(x, inner);
-        self.dense_4h_to_h
-            .forward_to(self.act.forward(h, self.bf16), dtype)
+        let (h, bias) = self.dense_h_to_4h.forward_parts_as(x, inner);
+        let a = match (bias, self.act) {
+            (Some(b), Activation::Gelu) => B::gelu_erf_bias(h, b, self.bf16),
+            (Some(b), act) => act.forward(h + b.cast(inner).unsqueeze(), self.bf16),
+            (None, act) => act.forward(h, self.bf16),
+        };
+        self.dense_4h_to_h.forward_parts_to(a, dtype)
     }
 }

@@ -60,6 +60,31 @@ fn sum3_matches_the_sums() {
     }
 }
 
+/// The residual's five-term sum (two biases; rows of 8: vectors of 4, of 6: of 2) and GELU of
+/// a product plus its bias, forward and backward.
+#[test]
+fn sum5_and_gelu_bias_match_the_formulas() {
+    for n in [8, 6] {
+        let [a, b, c] = [31, 32, 33].map(|s| pair([2, 3, n], s, 1.0));
+        let [p, q] = [34, 35].map(|s| pair([1, 1, n], s, 1.0));
+        close(
+            G::sum5_as([a.1, p.1, b.1, q.1, c.1], FloatDType::F32),
+            Flex::sum5_as([a.0, p.0, b.0, q.0, c.0], FloatDType::F32),
+        );
+        let (x, xg) = pair([2, 3, n], 36, 3.0);
+        let (bias, biasg) = pair([n], 37, 1.0);
+        let (g, gg) = pair([2, 3, n], 38, 1.0);
+        close(
+            G::gelu_erf_bias(xg.clone(), biasg.clone(), false),
+            Flex::gelu_erf_bias(x.clone(), bias.clone(), false),
+        );
+        close(
+            G::gelu_erf_bias_backward(xg, biasg, gg),
+            Flex::gelu_erf_bias_backward(x, bias, g),
+        );
+    }
+}
+
 /// Runs `check` on both paths of the row kernels: reductions over a cube through shared
 /// memory (lavapipe's, WebGPU's), then through plane operations with rows stacked in a cube
 /// (CUDA's; CubeCL does not advertise planes for lavapipe, which runs them).

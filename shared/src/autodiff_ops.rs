@@ -459,11 +459,31 @@ mod tests {
     use crate::backend::{causal_probs, split_qkv};
     use burn::backend::Flex;
     use burn::tensor::TensorPrimitive;
+    use burn::tensor::backend::AutodiffBackend;
     use burn::tensor::{Distribution, Tolerance};
 
     type AD = Autodiff<Flex>;
 
     /// `x`, requiring a gradient when `on`.
+    /// Each tracked tensor's gradient in `g` is its twin's in `rg` (shape, dtype, values); an
+    /// untracked one has none.
+    fn same_grads<const D: usize>(
+        pairs: impl IntoIterator<Item = ((Tensor<AD, D>, Tensor<AD, D>), bool)>,
+        g: &<AD as AutodiffBackend>::Gradients,
+        rg: &<AD as AutodiffBackend>::Gradients,
+    ) {
+        for ((x, rx), on) in pairs {
+            assert_eq!(x.grad(g).is_some(), on);
+            if on {
+                let (got, want) = (x.grad(g).unwrap(), rx.grad(rg).unwrap());
+                assert_eq!(got.dims(), want.dims());
+                assert_eq!(got.dtype(), want.dtype());
+                got.into_data()
+                    .assert_approx_eq::<f32>(&want.into_data(), Tolerance::default());
+            }
+        }
+    }
+
     fn track<const D: usize>(x: &Tensor<AD, D>, on: bool) -> Tensor<AD, D> {
         if on {
             x.clone().require_grad()
@@ -601,15 +621,7 @@ mod tests {
         let rg = (r.clone() * up).sum().backward();
         y.into_data()
             .assert_approx_eq::<f32>(&r.into_data(), Tolerance::default());
-        for ((t, rt), on) in ts.into_iter().zip(rs).zip(tracked) {
-            assert_eq!(t.grad(&g).is_some(), on);
-            if on {
-                let (got, want) = (t.grad(&g).unwrap(), rt.grad(&rg).unwrap());
-                assert_eq!(got.dims(), want.dims());
-                got.into_data()
-                    .assert_approx_eq::<f32>(&want.into_data(), Tolerance::default());
-            }
-        }
+        same_grads(ts.into_iter().zip(rs).zip(tracked), &g, &rg);
     }
 
     #[test]
@@ -632,16 +644,11 @@ mod tests {
                 let rg = (r.clone() * up.clone()).sum().backward();
                 y.into_data()
                     .assert_approx_eq::<f32>(&r.into_data(), Tolerance::default());
-                for ((x, rx), on) in [(a, ra), (b, rb), (c, rc)].into_iter().zip(tracked) {
-                    assert_eq!(x.grad(&g).is_some(), on);
-                    if on {
-                        let (got, want) = (x.grad(&g).unwrap(), rx.grad(&rg).unwrap());
-                        assert_eq!(got.dims(), want.dims());
-                        assert_eq!(got.dtype(), want.dtype());
-                        got.into_data()
-                            .assert_approx_eq::<f32>(&want.into_data(), Tolerance::default());
-                    }
-                }
+                same_grads(
+                    [(a, ra), (b, rb), (c, rc)].into_iter().zip(tracked),
+                    &g,
+                    &rg,
+                );
             }
         }
     }
@@ -667,15 +674,7 @@ mod tests {
             let rg = (r.clone() * up.clone()).sum().backward();
             y.into_data()
                 .assert_approx_eq::<f32>(&r.into_data(), Tolerance::default());
-            for (x, rx, on) in [(a, ra, ta), (b, rb, tb)] {
-                assert_eq!(x.grad(&g).is_some(), on);
-                if on {
-                    let (got, want) = (x.grad(&g).unwrap(), rx.grad(&rg).unwrap());
-                    assert_eq!(got.dims(), want.dims());
-                    got.into_data()
-                        .assert_approx_eq::<f32>(&want.into_data(), Tolerance::default());
-                }
-            }
+            same_grads([((a, ra), ta), ((b, rb), tb)], &g, &rg);
         }
     }
 

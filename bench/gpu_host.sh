@@ -14,6 +14,8 @@
 #     row also splits a step into the host's time to queue
 #     forward and backward and its wait for the GPU to finish them (a wait near 0: the host
 #     sets the pace);
+#   - this build with its kernels' scalar loads and one cube per row (LAW_POLYGLOT_KERNELS=
+#     scalar, as before vector loads and warp rows): what those bring;
 #   - ours at batch 1 and 16 (the host's work per step does not depend on the batch: a step
 #     time that hardly shrinks from 8 to 1 is the host's);
 #   - QLoRA (NF4 + double quantization), both builds;
@@ -41,6 +43,7 @@ LAW_POLYGLOT_MATMUL=cublas-async run_train prev "$TP" 40 --layers "$LAYERS" --st
 LAW_POLYGLOT_MATMUL=cublas-handover run_train handover "$T" 40 --layers "$LAYERS" --steps 6 --dtype "$DTYPE"
 LAW_POLYGLOT_MATMUL=cublas-flags run_train flags "$T" 40 --layers "$LAYERS" --steps 6 --dtype "$DTYPE"
 LAW_POLYGLOT_MATMUL=cublas-sync run_train sync "$T" 40 --layers "$LAYERS" --steps 6 --dtype "$DTYPE"
+LAW_POLYGLOT_KERNELS=scalar run_train scalar "$T" 40 --layers "$LAYERS" --steps 6 --dtype "$DTYPE"
 SHAPE=$B1 run_train b1 "$T" 30 --layers "$LAYERS" --steps 6 --dtype "$DTYPE"
 SHAPE=$B1 LAW_POLYGLOT_MATMUL=cublas-async run_train prev-b1 "$TP" 30 --layers "$LAYERS" --steps 6 --dtype "$DTYPE"
 SHAPE=$B16 run_train b16 "$T" 40 --layers "$LAYERS" --steps 6 --dtype "$DTYPE"
@@ -87,13 +90,14 @@ echo "| 8 x 512, previous build ($(cat .gpu/prev/BUILT_FROM 2>/dev/null | cut -c
 echo "| 8 x 512, this build, each product handed over (cublas-handover) | $(row train-handover) |"
 echo "| 8 x 512, this build, cuBLAS on its own stream, flag kernels (cublas-flags) | $(row train-flags) |"
 echo "| 8 x 512, this build, host waits (cublas-sync) | $(row train-sync) |"
+echo "| 8 x 512, this build, scalar loads and a cube per row (LAW_POLYGLOT_KERNELS=scalar) | $(row train-scalar) |"
 echo "| 1 x 512, this build | $(row train-b1) |"
 echo "| 1 x 512, previous build | $(row train-prev-b1) |"
 echo "| 4 layers, profiled (CubeCL kernels timed one by one) | $(row profile-plain) |"
 echo "| 16 x 512, this build | $(row train-b16) |"
 echo "| QLoRA NF4 + DQ, 8 x 512, this build | $(row train-nf4) |"
 echo "| QLoRA NF4 + DQ, 8 x 512, previous build | $(row train-prev-nf4) |"
-echo "| first 3 losses: this build; previous; handed over; flags; host waits | $(losses "$W/train-new.json"); $(losses "$W/train-prev.json"); $(losses "$W/train-handover.json"); $(losses "$W/train-flags.json"); $(losses "$W/train-sync.json") |"
+echo "| first 3 losses: this build; previous; handed over; flags; host waits; scalar kernels | $(losses "$W/train-new.json"); $(losses "$W/train-prev.json"); $(losses "$W/train-handover.json"); $(losses "$W/train-flags.json"); $(losses "$W/train-sync.json"); $(losses "$W/train-scalar.json") |"
 echo "| f32 check, 2 small layers, first 3 losses: this build; previous | $(losses "$W/train-check.json"); $(losses "$W/train-check-prev.json") |"
 echo "| demo model's greedy answer, CPU = $DEV | $(cmp -s "$W/gen-cpu.txt" "$W/gen-cuda.txt" && [ -s "$W/gen-cpu.txt" ] && echo yes || echo "NO: $(head -c 120 "$W/gen-cuda.txt" | tr '\n' ' ')") |"
 echo "| how cuBLAS was ordered (this build) | $(grep -h -m1 -o "cuBLAS queues[^(]*\|CubeCL's stream not found[^;]*" "$W/train-new.err" 2>/dev/null) |"

@@ -58,6 +58,14 @@ const ROW_UNITS: u32 = 32;
 /// leave half of an SM's threads idle).
 const ROW_CUBE_UNITS: u32 = 256;
 
+/// `LAW_POLYGLOT_KERNELS=scalar`: the kernels load one element at a time and every row kernel
+/// runs one cube per row, reducing in shared memory, as before vector loads and warp rows: to
+/// measure what those bring on a GPU (`bench/gpu_host.sh`). Read once.
+fn scalar_kernels() -> bool {
+    static SCALAR: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SCALAR.get_or_init(|| std::env::var("LAW_POLYGLOT_KERNELS").is_ok_and(|v| v == "scalar"))
+}
+
 thread_local! {
     /// Set by [`force_row_planes`]: take the plane path on this thread's launches even where
     /// the device does not advertise plane operations.
@@ -194,6 +202,9 @@ fn empty_like<R: CubeRuntime>(t: &CubeTensor<R>, shape: Shape, dtype: DType) -> 
 /// The most elements a vector load of `dtypes` (the widest sets it: 16 bytes on CUDA) takes
 /// that divides `n`.
 fn vector_size<R: CubeRuntime>(t: &CubeTensor<R>, dtypes: &[DType], n: usize) -> usize {
+    if scalar_kernels() {
+        return 1;
+    }
     let widest = dtypes.iter().map(|d| d.size()).max().unwrap_or(4);
     t.client
         .io_optimized_vector_sizes(widest)
@@ -242,6 +253,7 @@ fn row_launch<R: CubeRuntime>(t: &CubeTensor<R>, dtypes: &[DType]) -> RowLaunch 
         && (props.features.plane.contains(cubecl::features::Plane::Ops)
             || FORCE_PLANES.with(|f| f.get()));
     let plane = planes
+        && !scalar_kernels()
         && hw.plane_size_min == plane_size
         && plane_size.is_power_of_two()
         && plane_size <= hw.max_cube_dim.0.min(ROW_CUBE_UNITS);

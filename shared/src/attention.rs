@@ -3,7 +3,7 @@
 //! attention itself is `ModelBackend::qkv_attention` (no cache) or `causal_attention`.
 
 use crate::ModelBackend;
-use crate::linear::Linear;
+use crate::linear::{Linear, add_bias};
 use burn::module::Module;
 use burn::tensor::{FloatDType, Tensor};
 
@@ -34,13 +34,7 @@ impl<B: ModelBackend> Attention<B> {
         cache: Option<(&mut KvCache<B>, usize)>,
     ) -> Tensor<B, 3> {
         let (y, bias) = self.forward_parts(x, rope, cache);
-        match bias {
-            Some(b) => {
-                let dtype = y.dtype();
-                y + b.cast(dtype).unsqueeze()
-            }
-            None => y,
-        }
+        add_bias(y, bias)
     }
 
     /// [`forward`](Self::forward) without `dense`'s bias: its product and the bias, for a

@@ -186,9 +186,10 @@ struct GemmState<B: ModelBackend> {
 #[derive(Debug)]
 struct Gemm<const D: usize>;
 
-/// `t` summed over the batch dimensions that `shape` broadcasts (size 1 there).
+/// `t` summed over the dimensions that `shape` broadcasts (size 1 there): a matmul factor's
+/// batch dimensions, a bias's rows.
 fn sum_to<B: ModelBackend, const D: usize>(mut t: Tensor<B, D>, shape: &[usize]) -> Tensor<B, D> {
-    for (i, &n) in shape.iter().enumerate().take(D - 2) {
+    for (i, &n) in shape.iter().enumerate() {
         if n == 1 && t.dims()[i] != 1 {
             t = t.sum_dim(i);
         }
@@ -230,20 +231,10 @@ impl<B: ModelBackend, const N: usize, const D: usize> Backward<B, N> for SumTerm
         let g: Tensor<B, D> = from_prim(grads.consume::<B>(&ops.node));
         for ((parent, shape), dtype) in ops.parents.into_iter().zip(&shapes).zip(dtypes) {
             if let Some(node) = parent {
-                grads.register::<B>(node.id, to_prim(sum_back(g.clone(), shape).cast(dtype)));
+                grads.register::<B>(node.id, to_prim(sum_to(g.clone(), shape).cast(dtype)));
             }
         }
     }
-}
-
-/// `g` summed over the dimensions where `shape` (a broadcast term's) is 1.
-fn sum_back<B: ModelBackend, const D: usize>(mut g: Tensor<B, D>, shape: &[usize]) -> Tensor<B, D> {
-    for (i, &n) in shape.iter().enumerate() {
-        if n == 1 && g.dims()[i] != 1 {
-            g = g.sum_dim(i);
-        }
-    }
-    g
 }
 
 #[derive(Debug)]

@@ -221,7 +221,7 @@ pub trait ModelBackend: Backend {
         c: Tensor<Self, D>,
         out: FloatDType,
     ) -> Tensor<Self, D> {
-        a.cast(out) + b.cast(out) + c.cast(out)
+        sum3_formula(a, b, c, out)
     }
 
     /// `(a + p) + (b + q) + c` written in `out`, each term cast to it; `p` and `q` broadcast
@@ -229,8 +229,7 @@ pub trait ModelBackend: Backend {
     /// once: a parallel residual, its two branches' products with their biases and the
     /// residual stream (three passes otherwise).
     fn sum5_as<const D: usize>(terms: [Tensor<Self, D>; 5], out: FloatDType) -> Tensor<Self, D> {
-        let [a, p, b, q, c] = terms.map(|t| t.cast(out));
-        (a + p) + (b + q) + c
+        sum5_formula(terms, out)
     }
 
     /// Exact GELU, `x·Φ(x) = x·(1 + erf(x/√2))/2` (HF's `gelu`), computed in f32 and written
@@ -383,6 +382,33 @@ pub fn linear_in<B: Backend, const D: usize>(x: Tensor<B, D>, w: Tensor<B, 2>) -
         return burn::tensor::module::linear(x, w, None);
     }
     burn::tensor::module::linear(x.cast(wd), w, None).cast(xd)
+}
+
+/// [`ModelBackend::sum3_as`] as tensor ops: `a + b + c`, each cast to `out`, left to right.
+fn sum3_formula<B: Backend, const D: usize>(
+    a: Tensor<B, D>,
+    b: Tensor<B, D>,
+    c: Tensor<B, D>,
+    out: FloatDType,
+) -> Tensor<B, D> {
+    a.cast(out) + b.cast(out) + c.cast(out)
+}
+
+/// [`ModelBackend::sum5_as`] as tensor ops: `(a + p) + (b + q) + c`, each cast to `out`.
+fn sum5_formula<B: Backend, const D: usize>(
+    terms: [Tensor<B, D>; 5],
+    out: FloatDType,
+) -> Tensor<B, D> {
+    let [a, p, b, q, c] = terms.map(|t| t.cast(out));
+    (a + p) + (b + q) + c
+}
+
+/// Whether a tensor of dims `t` broadcasts over one of dims `like` as a bias does:
+/// `[1, …, 1, n]`, `n` being `like`'s last dimension.
+#[cfg(feature = "cubecl")]
+fn row_bias(t: &[usize], like: &[usize]) -> bool {
+    let (last, rows) = t.split_last().expect("a tensor with dimensions");
+    like.last() == Some(last) && rows.iter().all(|&n| n == 1)
 }
 
 /// Causal self-attention (`S = T`) with both matmuls from bf16 factors, the scores, the mask
@@ -622,9 +648,8 @@ where
     ) -> Tensor<Self, D> {
         let (da, db) = (a.dims(), b.dims());
         let bias = db != da;
-        let broadcast = db[D - 1] == da[D - 1] && db[..D - 1].iter().all(|&n| n == 1);
-        if c.dims() != da || (bias && !broadcast) {
-            return a.cast(out) + b.cast(out) + c.cast(out);
+        if c.dims() != da || (bias && !row_bias(&db, &da)) {
+            return sum3_formula(a, b, c, out);
         }
         let (a, b, c) = (to_prim(a), to_prim(b), to_prim(c));
         from_prim(crate::kernels::sum3(a, b, c, bias, out.into()))
@@ -632,19 +657,14 @@ where
 
     fn sum5_as<const D: usize>(terms: [Tensor<Self, D>; 5], out: FloatDType) -> Tensor<Self, D> {
         let d = terms[0].dims();
-        let bias = |t: &Tensor<Self, D>| {
-            let s = t.dims();
-            s[D - 1] == d[D - 1] && s[..D - 1].iter().all(|&n| n == 1)
-        };
         let fits = terms[2].dims() == d
             && terms[4].dims() == d
-            && bias(&terms[1])
-            && bias(&terms[3])
+            && row_bias(&terms[1].dims(), &d)
+            && row_bias(&terms[3].dims(), &d)
             && terms[0].dtype() == terms[2].dtype()
             && terms[1].dtype() == terms[3].dtype();
         if !fits {
-            let [a, p, b, q, c] = terms.map(|t| t.cast(out));
-            return (a + p) + (b + q) + c;
+            return sum5_formula(terms, out);
         }
         from_prim(crate::kernels::sum5(terms.map(to_prim), out.into()))
     }

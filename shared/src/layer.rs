@@ -7,6 +7,7 @@ use burn::tensor::{FloatDType, Tensor};
 
 use crate::attention::Attention;
 use crate::cache::KvCache;
+use crate::linear::add_bias;
 use crate::mlp::Mlp;
 use crate::rope::Rope;
 
@@ -48,13 +49,7 @@ impl<B: ModelBackend> Layer<B> {
                 (Some(bm), Some(ba)) => {
                     B::sum5_as([m, bm.unsqueeze(), a, ba.unsqueeze(), h], dtype)
                 }
-                (bm, ba) => {
-                    let add = |y: Tensor<B, 3>, b: Option<Tensor<B, 1>>| match b {
-                        Some(b) => y + b.cast(dtype).unsqueeze(),
-                        None => y,
-                    };
-                    B::sum3_as(add(m, bm), add(a, ba), h, dtype)
-                }
+                (bm, ba) => B::sum3_as(add_bias(m, bm), add_bias(a, ba), h, dtype),
             }
         } else {
             let a = self.attention.forward(x, rope, cache);

@@ -88,28 +88,26 @@ impl<B: ModelBackend> Linear<B> {
     }
 
     /// The base multiplies `x` cast to `base_in` (or as it is), the result in `out`; with
-    /// `add_bias` the bias is added, else returned.
+    /// `with_bias` the bias is added, else returned.
     fn forward_with<const D: usize>(
         &self,
         x: Tensor<B, D>,
         base_in: Option<FloatDType>,
         out: FloatDType,
-        add_bias: bool,
+        with_bias: bool,
     ) -> (Tensor<B, D>, Option<Tensor<B, 1>>) {
         let base_x = |x: Tensor<B, D>| match base_in {
             Some(dtype) => x.cast(dtype),
             None => x,
         };
         let bias = self.bias.as_ref().map(|b| b.val());
-        let (bias, rest) = if add_bias { (bias, None) } else { (None, bias) };
+        let (bias, rest) = if with_bias {
+            (bias, None)
+        } else {
+            (None, bias)
+        };
         let y = match &self.lora {
-            None => {
-                let y = self.base_product(base_x(x), out);
-                match bias {
-                    Some(b) => y + b.cast(out).unsqueeze(),
-                    None => y,
-                }
-            }
+            None => add_bias(self.base_product(base_x(x), out), bias),
             Some(l) => {
                 let a = l.lora_a.val();
                 // in the adapter's dtype (f32 weights over a bf16 input, as PEFT casts it), as
@@ -156,6 +154,20 @@ impl<B: ModelBackend> Linear<B> {
                 }
             }
         }
+    }
+}
+
+/// `y + bias` (the bias cast to `y`'s dtype, broadcast over the rows), or `y` without one.
+pub fn add_bias<B: Backend, const D: usize>(
+    y: Tensor<B, D>,
+    bias: Option<Tensor<B, 1>>,
+) -> Tensor<B, D> {
+    match bias {
+        Some(b) => {
+            let dtype = y.dtype();
+            y + b.cast(dtype).unsqueeze()
+        }
+        None => y,
     }
 }
 

@@ -1,7 +1,7 @@
 //! GPT-NeoX MLP: `dense_4h_to_h(act(dense_h_to_4h(x)))`.
 
 use crate::ModelBackend;
-use crate::linear::Linear;
+use crate::linear::{Linear, add_bias};
 use burn::module::Module;
 use burn::tensor::{FloatDType, Tensor};
 
@@ -24,13 +24,7 @@ pub struct Mlp<B: ModelBackend> {
 impl<B: ModelBackend> Mlp<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let (y, bias) = self.forward_parts(x);
-        match bias {
-            Some(b) => {
-                let dtype = y.dtype();
-                y + b.cast(dtype).unsqueeze()
-            }
-            None => y,
-        }
+        add_bias(y, bias)
     }
 
     /// [`forward`](Self::forward) without `dense_4h_to_h`'s bias: its product and the bias,
@@ -42,8 +36,7 @@ impl<B: ModelBackend> Mlp<B> {
         let (h, bias) = self.dense_h_to_4h.forward_parts_as(x, inner);
         let a = match (bias, self.act) {
             (Some(b), Activation::Gelu) => B::gelu_erf_bias(h, b, self.bf16),
-            (Some(b), act) => act.forward(h + b.cast(inner).unsqueeze(), self.bf16),
-            (None, act) => act.forward(h, self.bf16),
+            (bias, act) => act.forward(add_bias(h, bias), self.bf16),
         };
         self.dense_4h_to_h.forward_parts_to(a, dtype)
     }

@@ -12,6 +12,14 @@ fn normal_cdf<N: Size>(v: Vector<f32, N>) -> Vector<f32, N> {
     (erf + Vector::new(1.0)) * Vector::new(0.5)
 }
 
+/// GELU's derivative at `v` times the output gradient `g`: `g·(Φ(v) + v·φ(v))`.
+#[cube]
+fn gelu_grad<N: Size>(v: Vector<f32, N>, g: Vector<f32, N>) -> Vector<f32, N> {
+    // 1/√(2π)
+    let pdf = Vector::exp(v * v * Vector::new(-0.5)) * Vector::new(0.398_942_3);
+    g * (normal_cdf::<N>(v) + v * pdf)
+}
+
 #[cube(launch)]
 fn gelu_kernel<F: Float, N: Size>(
     x: &Array<Vector<F, N>>,
@@ -37,10 +45,7 @@ fn gelu_backward_kernel<X: Float, F: Float, N: Size>(
     let i = ABSOLUTE_POS;
     if i < dx.len() {
         let v = Vector::<f32, N>::cast_from(x[i]);
-        // 1/√(2π)
-        let pdf = Vector::exp(v * v * Vector::new(-0.5)) * Vector::new(0.398_942_3);
-        let grad = Vector::<f32, N>::cast_from(g[i]) * (normal_cdf::<N>(v) + v * pdf);
-        dx[i] = Vector::cast_from(grad);
+        dx[i] = Vector::cast_from(gelu_grad::<N>(v, Vector::cast_from(g[i])));
     }
 }
 
@@ -85,9 +90,7 @@ fn gelu_bias_backward_kernel<X: Float, P: Float, F: Float, N: Size>(
     let i = ABSOLUTE_POS;
     if i < dx.len() {
         let v = biased::<X, P, N>(x, bias, i, row_len);
-        let pdf = Vector::exp(v * v * Vector::new(-0.5)) * Vector::new(0.398_942_3);
-        let grad = Vector::<f32, N>::cast_from(g[i]) * (normal_cdf::<N>(v) + v * pdf);
-        dx[i] = Vector::cast_from(grad);
+        dx[i] = Vector::cast_from(gelu_grad::<N>(v, Vector::cast_from(g[i])));
     }
 }
 

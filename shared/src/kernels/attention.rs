@@ -66,8 +66,10 @@ fn split_qkv_rope_kernel<F: Float, O: Float, N: Size>(
     let mut rq = Vector::<f32, N>::new(0.0);
     let mut rk = Vector::<f32, N>::new(0.0);
     if j < half {
-        rq = -Vector::<f32, N>::cast_from(qkv[(base + j + half) / w]);
-        rk = -Vector::<f32, N>::cast_from(qkv[(base + d + j + half) / w]);
+        // `0 - x`, not `-x`: cubecl-cpp 0.10 writes a vector's negation as C++'s unary minus
+        // on its struct, which NVRTC rejects (its other operators go lane by lane)
+        rq = Vector::new(0.0) - Vector::<f32, N>::cast_from(qkv[(base + j + half) / w]);
+        rk = Vector::new(0.0) - Vector::<f32, N>::cast_from(qkv[(base + d + j + half) / w]);
     } else if j < nd {
         rq = Vector::cast_from(qkv[(base + j - half) / w]);
         rk = Vector::cast_from(qkv[(base + d + j - half) / w]);

@@ -289,3 +289,43 @@ fn f32_contiguous<R: CubeRuntime>(x: CubeTensor<R>) -> CubeTensor<R> {
 fn contiguous_like<R: CubeRuntime>(x: CubeTensor<R>, like: &CubeTensor<R>) -> CubeTensor<R> {
     cast(into_contiguous(x), like.dtype)
 }
+
+#[cfg(test)]
+mod source_tests {
+    /// The kernels' sources, for checks no backend here can make.
+    const SOURCES: [(&str, &str); 8] = [
+        ("attention.rs", include_str!("attention.rs")),
+        ("flags.rs", include_str!("flags.rs")),
+        ("gelu.rs", include_str!("gelu.rs")),
+        ("layernorm.rs", include_str!("layernorm.rs")),
+        ("loss.rs", include_str!("loss.rs")),
+        ("mod.rs", include_str!("mod.rs")),
+        ("nf4.rs", include_str!("nf4.rs")),
+        ("sum.rs", include_str!("sum.rs")),
+    ];
+
+    /// cubecl-cpp 0.10 writes a vector's negation as C++'s unary minus on the vector's struct,
+    /// which NVRTC rejects (the H200 run of 2026-11-27: every step failed to compile the rotary
+    /// split); lavapipe and WebGPU accept it, so only this check catches it here. A minus with
+    /// an operator, `=`, `(` or `,` before it, and a `Vector` after, is unary.
+    #[test]
+    fn no_unary_minus_on_vectors() {
+        for (file, source) in SOURCES {
+            for (i, line) in source.lines().enumerate() {
+                let code: String = line
+                    .split("//")
+                    .next()
+                    .unwrap_or("")
+                    .split_whitespace()
+                    .collect();
+                let unary = code.match_indices("-Vector").any(|(at, _)| {
+                    code[..at]
+                        .chars()
+                        .last()
+                        .is_none_or(|c| "=(,+-*/[{<>!&|".contains(c))
+                });
+                assert!(!unary, "{file}:{}: unary minus on a vector: {line}", i + 1);
+            }
+        }
+    }
+}

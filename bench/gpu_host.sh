@@ -25,7 +25,7 @@
 #     included, and the GPU's idle time between them.
 # Run: `bash bench/gpu_host.sh` with carry [".gpu/plain", ".gpu/prev"], timeout_s 420.
 set -uo pipefail
-. "$(dirname "$0")/gpu_env.sh" gpu-host 330
+. "$(dirname "$0")/gpu_env.sh" gpu-host "${BUDGET:-330}"
 printf '[compilation]\ncache = { file = "/tmp/cubecl-cache" }\n' > cubecl.toml
 echo "card: $GPU"
 . "$(dirname "$0")/gpu_peak.sh"
@@ -41,6 +41,14 @@ B16=${SHAPE/--batch 8/--batch 16}
 for d in cpu cuda; do
   t=$(cap 30); [ "$t" -gt 0 ] && timeout "$t" "$T" generate --prompt "대한민국헌법 제1조의 내용은 무엇인가요?" \
     --max-new-tokens 24 --device "$([ "$d" = cpu ] && echo cpu || echo "$DEV")" > "$W/gen-$d.txt" 2> "$W/gen-$d.err"
+done
+# the demo model's forward stage by stage against the CPU (a wrong stage shows here, where a
+# random model's loss cannot), and 4 SFT steps of it on the CPU, in f32 and in bf16 (the same
+# batches: the losses and the eval loss must follow the CPU's)
+t=$(cap 30); [ "$t" -gt 0 ] && timeout "$t" "$T" check-device --device "$DEV" > "$W/check-device.md" 2>&1
+for d in cpu-f32 "$DEV-f32" "$DEV-bf16"; do
+  t=$(cap 40); [ "$t" -gt 0 ] && timeout "$t" "$T" sft --max-steps 4 --lora-dropout 0 --log-every 1 --show-answers 0 \
+    --device "${d%-*}" --dtype "${d##*-}" --out "$W/sft-$d" > "$W/sft-$d.log" 2>&1
 done
 SMALL="--hidden 512 --heads 8 --inter 2048 --vocab 4096 --batch 2 --seq 256 --lora-r 8 --lora-dropout 0"
 SHAPE=$SMALL run_train check "$T" 30 --layers 2 --steps 4 --dtype f32
@@ -95,6 +103,9 @@ echo "| 16 x 512, this build | $(row train-b16) |"
 echo "| QLoRA NF4 + DQ, 8 x 512, this build | $(row train-nf4) |"
 echo "| first 3 losses: this build; previous; handed over; scalar kernels | $(losses "$W/train-new.json"); $(losses "$W/train-prev.json"); $(losses "$W/train-handover.json"); $(losses "$W/train-scalar.json") |"
 echo "| f32 check, 2 small layers, first 3 losses: this build; previous | $(losses "$W/train-check.json"); $(losses "$W/train-check-prev.json") |"
+echo "| demo model's forward on $DEV, stage by stage against the CPU (check-device) | $(grep -v '^|' "$W/check-device.md" | head -2 | tr '\n' ' ' | cut -c1-200) |"
+sftl() { echo "$(grep -o 'loss [0-9][0-9.]*' "$W/sft-$1.log" | cut -d' ' -f2 | tr '\n' ' ')(eval $(grep -o 'eval loss after training: [0-9.]*' "$W/sft-$1.log" | cut -d: -f2))"; }
+echo "| demo SFT, 4 steps, losses (eval after): cpu; $DEV f32; $DEV bf16 | $(sftl cpu-f32); $(sftl "$DEV-f32"); $(sftl "$DEV-bf16") |"
 echo "| demo model's greedy answer, CPU = $DEV | $(cmp -s "$W/gen-cpu.txt" "$W/gen-cuda.txt" && [ -s "$W/gen-cpu.txt" ] && echo yes || echo "NO: $(head -c 120 "$W/gen-cuda.txt" | tr '\n' ' ')") |"
 echo "| how cuBLAS was ordered (this build) | $(grep -h -m1 -o "cuBLAS queues[^(]*\|CubeCL's stream not found[^;]*" "$W/train-new.err" 2>/dev/null) |"
 echo "| bench-matmul --check, largest relative difference | $(grep -o '"rel_err":[0-9.e+-]*' "$W/check.jsonl" 2>/dev/null | cut -d: -f2 | sort -g | tail -1) |"

@@ -40,7 +40,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use burn::tensor::{DType, Shape};
 use burn_cubecl::CubeRuntime;
 use burn_cubecl::kernel::into_contiguous;
-use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::cuda::CudaRuntime;
 use cudarc::cublas::{CudaBlas, result as blas, sys};
@@ -260,7 +260,10 @@ fn cuda_matmul(
         .map(|i| a.meta.shape()[i].max(b.meta.shape()[i]))
         .collect();
     shape.extend([a.meta.shape()[d - 2], b.meta.shape()[d - 1]]);
-    let c = empty_device_dtype(a.client.clone(), a.device.clone(), Shape::from(shape), out);
+    // dense, not CUDA's rows padded to 512 bytes: the kernels that read the product take it
+    // as it is, with no copy
+    let c =
+        empty_device_contiguous_dtype(a.client.clone(), a.device.clone(), Shape::from(shape), out);
     // strides cuBLAS cannot take: contiguous copies, and a second try
     let (a, b, p) = match plan(&layout(&a), &layout(&b), &layout(&c)) {
         Some(p) => (a, b, p),

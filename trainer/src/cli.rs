@@ -42,6 +42,9 @@ pub enum Command {
     /// LoRA training-step timings (used by bench/train_step_cpu.py).
     #[command(name = "bench-train", hide = true)]
     BenchTrain(cmd::bench_train::BenchTrainArgs),
+    /// The demo model's forward, stage by stage, on a device against the CPU.
+    #[command(name = "check-device")]
+    CheckDevice(cmd::check_device::CheckDeviceArgs),
 }
 
 /// Run one parsed command line.
@@ -58,6 +61,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::BenchForward(a) => cmd::bench::run(a),
         Command::BenchMatmul(a) => cmd::bench_matmul::run(a),
         Command::BenchTrain(a) => cmd::bench_train::run(a),
+        Command::CheckDevice(a) => cmd::check_device::run(a),
     }
 }
 

@@ -294,3 +294,20 @@ fn nf4_dequantization_matches_the_tensor_ops() {
         );
     }
 }
+
+/// The demo model's forward, stage by stage, on wgpu against the CPU (`trainer check-device`,
+/// whose CPU side matches HF transformers' golden values), on both row paths: a kernel that
+/// reads or writes the wrong elements moves a stage by far more than rounding does.
+#[test]
+fn demo_forward_on_wgpu_matches_the_cpu() {
+    on_both_row_paths(|| {
+        let model = crate::paths::bundled(crate::paths::DEMO_MODEL);
+        let diffs =
+            crate::cmd::check_device::differences::<G>(&model, 37, &Default::default()).unwrap();
+        // the embedding, 11 stages in each of 4 layers, the final LayerNorm and the logits
+        assert_eq!(diffs.len(), 1 + 11 * 4 + 2);
+        for (stage, e) in diffs {
+            assert!(e < 1e-5, "{stage}: {e:e}");
+        }
+    });
+}

@@ -24,7 +24,7 @@
 use burn::tensor::{DType, Shape};
 use burn_cubecl::CubeRuntime;
 use burn_cubecl::kernel::{cast, into_contiguous};
-use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 use cubecl::{calculate_cube_count_elemwise, server::CubeCountSelection};
@@ -196,7 +196,7 @@ fn row_logsumexp<F: Float, N: Size>(
 }
 
 fn empty_like<R: CubeRuntime>(t: &CubeTensor<R>, shape: Shape, dtype: DType) -> CubeTensor<R> {
-    empty_device_dtype(t.client.clone(), t.device.clone(), shape, dtype)
+    empty_device_contiguous_dtype(t.client.clone(), t.device.clone(), shape, dtype)
 }
 
 /// The most elements a vector load of `dtypes` (the widest sets it: 16 bytes on CUDA) takes
@@ -303,6 +303,31 @@ mod source_tests {
         ("nf4.rs", include_str!("nf4.rs")),
         ("sum.rs", include_str!("sum.rs")),
     ];
+
+    /// Our kernels write their outputs as dense arrays, so an output must be allocated dense:
+    /// `empty_device_dtype` follows the runtime's layout policy, which on CUDA pads each row to
+    /// 512 bytes (a `[.., 64]` f32 or `[.., 128]` bf16 row, say); the kernels then wrote over
+    /// the padding and the rows read back wrong (the demo model's attention on the H200,
+    /// 2026-11-27). Lavapipe and WebGPU allocate dense, so only this check catches it here.
+    #[test]
+    fn outputs_are_allocated_dense() {
+        // split, so that this file's own text does not match
+        let pitched = [
+            concat!("empty_device", "_dtype("),
+            concat!("empty_device", "::<"),
+        ];
+        let cublas = ("../cublas.rs", include_str!("../cublas.rs"));
+        for (file, source) in SOURCES.into_iter().chain([cublas]) {
+            for (i, line) in source.lines().enumerate() {
+                let code = line.split("//").next().unwrap_or("");
+                assert!(
+                    !pitched.iter().any(|p| code.contains(p)),
+                    "{file}:{}: a pitched allocation for a dense output: {line}",
+                    i + 1
+                );
+            }
+        }
+    }
 
     /// cubecl-cpp 0.10 writes a vector's negation as C++'s unary minus on the vector's struct,
     /// which NVRTC rejects (the H200 run of 2026-11-27: every step failed to compile the rotary

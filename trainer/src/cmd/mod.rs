@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod bench_matmul;
 pub mod bench_train;
+pub mod check_device;
 pub mod eval;
 pub mod eval_qa;
 pub mod export_web;

@@ -37,18 +37,18 @@ TP=./.gpu/prev/trainer
 B1=${SHAPE/--batch 8/--batch 1}
 B16=${SHAPE/--batch 8/--batch 16}
 
-# correctness first, cheap: the demo model's greedy answer on the CPU and on CUDA (the forward
-# kernels), and a small f32 step in both builds (every kernel, backward included: the same
-# seeded weights, so the losses agree to rounding). Where this build's small step fails (a
-# kernel NVRTC rejects, say), its error is printed and the rows after it run with the scalar
-# kernels (LAW_POLYGLOT_KERNELS=scalar), so the run still measures something.
+# correctness first, cheap (a random model's loss cannot show a wrong kernel; these can): the
+# demo model's greedy answer on the CPU and on the GPU; its forward stage by stage against the
+# CPU's (check-device); 4 SFT steps of it on the CPU and on the GPU in f32 and bf16 (the same
+# batches: the losses and the eval loss must follow the CPU's); and a small f32 step in both
+# builds (every kernel, backward included: the same seeded weights, so the losses agree to
+# rounding). Where this build's small step fails (a kernel NVRTC rejects, say), its error is
+# printed and the rows after it run with the scalar kernels (LAW_POLYGLOT_KERNELS=scalar), so
+# the run still measures something.
 for d in cpu cuda; do
   t=$(cap 30); [ "$t" -gt 0 ] && timeout "$t" "$T" generate --prompt "대한민국헌법 제1조의 내용은 무엇인가요?" \
     --max-new-tokens 24 --device "$([ "$d" = cpu ] && echo cpu || echo "$DEV")" > "$W/gen-$d.txt" 2> "$W/gen-$d.err"
 done
-# the demo model's forward stage by stage against the CPU (a wrong stage shows here, where a
-# random model's loss cannot), and 4 SFT steps of it on the CPU, in f32 and in bf16 (the same
-# batches: the losses and the eval loss must follow the CPU's)
 t=$(cap 30); [ "$t" -gt 0 ] && timeout "$t" "$T" check-device --device "$DEV" > "$W/check-device.md" 2>&1
 for d in cpu-f32 "$DEV-f32" "$DEV-bf16"; do
   t=$(cap 40); [ "$t" -gt 0 ] && timeout "$t" "$T" sft --max-steps 4 --lora-dropout 0 --log-every 1 --show-answers 0 \

@@ -9,6 +9,7 @@ use burn::tensor::{FloatDType, Tensor};
 
 use crate::cache::KvCache;
 use crate::rope::Rope;
+use crate::timeline::mark;
 
 #[derive(Module, Debug)]
 pub struct Attention<B: ModelBackend> {
@@ -55,12 +56,14 @@ impl<B: ModelBackend> Attention<B> {
             None if self.bf16 => FloatDType::BF16,
             _ => stream,
         };
+        mark(&x, "qkv");
         // [b, t, nh, 3·hd] → [b, nh, t, 3·hd]: each head's rows are q, k, v in turn.
         let qkv = self
             .query_key_value
             .forward_as(x, dtype)
             .reshape([b, t, nh, 3 * hd])
             .swap_dims(1, 2);
+        mark(&qkv, "attention");
         let out = match cache {
             None => B::qkv_attention(qkv, rope, self.bf16),
             Some((cache, layer)) => {
@@ -69,6 +72,7 @@ impl<B: ModelBackend> Attention<B> {
                 B::causal_attention(q, k, v)
             }
         }; // [b, nh, t, hd], bf16 with `bf16` and no cache
+        mark(&out, "dense");
         // the product back in the residual stream's dtype, written so by cuBLAS
         self.dense
             .forward_parts_to(out.swap_dims(1, 2).reshape([b, t, hidden]), stream)

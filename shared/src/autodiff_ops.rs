@@ -25,6 +25,29 @@ fn stash<B: ModelBackend, const D: usize>(t: Tensor<B, D>, bf16: bool) -> FloatT
     to_prim(if bf16 { t.cast(FloatDType::BF16) } else { t })
 }
 
+/// [`crate::timeline::mark`] for a backward node's tensor: `label` at its start, and
+/// [`BWD_OTHER`] at its end (burn's own backward ops run until the next node's mark).
+fn mark_prim<B: ModelBackend>(t: &FloatTensor<B>, label: &'static str) {
+    if crate::timeline::enabled() {
+        B::mark(&B::float_device(t), label);
+    }
+}
+
+/// The timeline's label for the backward work between this module's nodes.
+const BWD_OTHER: &str = "bwd.other";
+
+/// A frozen base product's backward label, guessed from its weight's `[in, out]` (GPT-NeoX's
+/// four projections and the head).
+fn matmul_label(i: usize, o: usize) -> &'static str {
+    match (i, o) {
+        _ if o == i => "dense.bwd",
+        _ if o == 3 * i => "qkv.bwd",
+        _ if i > o => "fc2.bwd",
+        _ if o <= 4 * i => "fc1.bwd",
+        _ => "head.bwd",
+    }
+}
+
 #[derive(Debug)]
 struct QkvAttention;
 
@@ -47,6 +70,7 @@ impl<B: ModelBackend> Backward<B, 1> for QkvAttention {
         // Kept in bf16: every matmul here takes bf16 factors too, as in the forward pass.
         let bf16 = q.dtype() == DType::BF16;
         unary::<B, _>(ops.parents, ops.node, grads, |g| {
+            mark_prim::<B>(&g, "attention.bwd");
             let c = (q.dims()[3] as f64).powf(-0.5);
             let g: Tensor<B, 4> = from_prim(g);
             // rounded once for both products
@@ -65,7 +89,9 @@ impl<B: ModelBackend> Backward<B, 1> for QkvAttention {
             let dv = B::gemm(p.transpose(), g, bf16);
             let dk = B::gemm(ds.clone().transpose(), q, bf16);
             let dq = B::gemm(ds, k, bf16);
-            to_prim(B::split_qkv_rope_backward(dq, dk, dv, &rope, dtype.into()))
+            let d = to_prim(B::split_qkv_rope_backward(dq, dk, dv, &rope, dtype.into()));
+            mark_prim::<B>(&d, BWD_OTHER);
+            d
         });
     }
 }
@@ -80,7 +106,10 @@ impl<B: ModelBackend, const D: usize> Backward<B, 1> for Gelu<D> {
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let x: Tensor<B, D> = from_prim(ops.state);
         unary::<B, _>(ops.parents, ops.node, grads, |g| {
-            to_prim(B::gelu_erf_backward(x, from_prim(g)))
+            mark_prim::<B>(&g, "gelu.bwd");
+            let d = to_prim(B::gelu_erf_backward(x, from_prim(g)));
+            mark_prim::<B>(&d, BWD_OTHER);
+            d
         });
     }
 }
@@ -94,7 +123,9 @@ impl<B: ModelBackend, const D: usize> Backward<B, 3> for LayerNorm<D> {
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (x, gamma, eps) = ops.state;
-        let g: Tensor<B, D> = from_prim(grads.consume::<B>(&ops.node));
+        let g = grads.consume::<B>(&ops.node);
+        mark_prim::<B>(&g, "layernorm.bwd");
+        let g: Tensor<B, D> = from_prim(g);
         let [px, pgamma, pbeta] = ops.parents;
         let affine = pgamma.is_some() || pbeta.is_some();
         let (dx, dgb) = B::layernorm_backward(from_prim(x), from_prim(gamma), g, eps, affine);
@@ -106,8 +137,10 @@ impl<B: ModelBackend, const D: usize> Backward<B, 3> for LayerNorm<D> {
                 grads.register::<B>(node.id, to_prim(dbeta));
             }
         }
+        let dx = to_prim(dx);
+        mark_prim::<B>(&dx, BWD_OTHER);
         if let Some(node) = px {
-            grads.register::<B>(node.id, to_prim(dx));
+            grads.register::<B>(node.id, dx);
         }
     }
 }
@@ -122,6 +155,7 @@ impl<B: ModelBackend> Backward<B, 1> for WeightedNll {
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (logits, targets, weights) = ops.state;
         unary::<B, _>(ops.parents, ops.node, grads, |g| {
+            mark_prim::<B>(&g, "loss.bwd");
             let targets = Tensor::<B, 3, Int>::from_primitive(targets);
             let d = B::weighted_nll_backward(
                 from_prim(logits),
@@ -129,7 +163,9 @@ impl<B: ModelBackend> Backward<B, 1> for WeightedNll {
                 from_prim(weights),
                 from_prim(g),
             );
-            to_prim(d)
+            let d = to_prim(d);
+            mark_prim::<B>(&d, BWD_OTHER);
+            d
         });
     }
 }
@@ -144,8 +180,11 @@ impl<B: ModelBackend, const D: usize> Backward<B, 1> for Nf4Matmul<D> {
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let w = ops.state;
         unary::<B, _>(ops.parents, ops.node, grads, |g| {
+            mark_prim::<B>(&g, "nf4.bwd");
             // dx = g·Wᵀ, in the weight's compute dtype; `nf4_weight` is Wᵀ (`[out, in]`).
-            to_prim(B::base_matmul::<D>(from_prim(g), B::nf4_weight(&w)))
+            let d = to_prim(B::base_matmul::<D>(from_prim(g), B::nf4_weight(&w)));
+            mark_prim::<B>(&d, BWD_OTHER);
+            d
         });
     }
 }
@@ -161,12 +200,16 @@ impl<B: ModelBackend, const D: usize> Backward<B, 1> for BaseMatmul<D> {
         let (w, dtype) = ops.state;
         let w: Tensor<B, 2> = from_prim(w);
         unary::<B, _>(ops.parents, ops.node, grads, |g| {
+            let [i, o] = w.dims();
+            mark_prim::<B>(&g, matmul_label(i, o));
             // dx = g·Wᵀ, multiplied as the forward pass multiplies, in the input's dtype
-            to_prim(B::base_matmul_as::<D>(
+            let d = to_prim(B::base_matmul_as::<D>(
                 from_prim(g),
                 w.transpose(),
                 dtype.into(),
-            ))
+            ));
+            mark_prim::<B>(&d, BWD_OTHER);
+            d
         });
     }
 }
@@ -203,7 +246,9 @@ impl<B: ModelBackend, const D: usize> Backward<B, 2> for Gemm<D> {
     /// `da = g·bᵀ`, `db = aᵀ·g`, multiplied as the forward product was (cuBLAS on CUDA).
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let s = ops.state;
-        let g: Tensor<B, D> = from_prim(grads.consume::<B>(&ops.node));
+        let g = grads.consume::<B>(&ops.node);
+        mark_prim::<B>(&g, "lora.bwd");
+        let g: Tensor<B, D> = from_prim(g);
         let [pa, pb] = ops.parents;
         if let (Some(node), Some(b)) = (pa, s.b) {
             let da = B::gemm(g.clone(), from_prim::<B, D>(b).transpose(), s.bf16);
@@ -212,8 +257,9 @@ impl<B: ModelBackend, const D: usize> Backward<B, 2> for Gemm<D> {
         }
         if let (Some(node), Some(a)) = (pb, s.a) {
             let db = B::gemm(from_prim::<B, D>(a).transpose(), g, s.bf16);
-            let db = sum_to(db, &s.shapes[1]).cast(s.dtypes[1]);
-            grads.register::<B>(node.id, to_prim(db));
+            let db = to_prim(sum_to(db, &s.shapes[1]).cast(s.dtypes[1]));
+            mark_prim::<B>(&db, BWD_OTHER);
+            grads.register::<B>(node.id, db);
         }
     }
 }
@@ -228,12 +274,15 @@ impl<B: ModelBackend, const N: usize, const D: usize> Backward<B, N> for SumTerm
 
     fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (shapes, dtypes) = ops.state;
-        let g: Tensor<B, D> = from_prim(grads.consume::<B>(&ops.node));
+        let g = grads.consume::<B>(&ops.node);
+        mark_prim::<B>(&g, "sum.bwd");
+        let g: Tensor<B, D> = from_prim(g);
         for ((parent, shape), dtype) in ops.parents.into_iter().zip(&shapes).zip(dtypes) {
             if let Some(node) = parent {
                 grads.register::<B>(node.id, to_prim(sum_to(g.clone(), shape).cast(dtype)));
             }
         }
+        mark_prim::<B>(&to_prim(g), BWD_OTHER);
     }
 }
 
@@ -247,16 +296,19 @@ impl<B: ModelBackend, const D: usize> Backward<B, 2> for GeluBias<D> {
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (x, bias) = ops.state;
         let (x, bias): (Tensor<B, D>, Tensor<B, 1>) = (from_prim(x), from_prim(bias));
-        let g: Tensor<B, D> = from_prim(grads.consume::<B>(&ops.node));
-        let dx = B::gelu_erf_bias_backward(x, bias.clone(), g);
+        let g = grads.consume::<B>(&ops.node);
+        mark_prim::<B>(&g, "gelu.bwd");
+        let dx = B::gelu_erf_bias_backward(x, bias.clone(), from_prim(g));
         let [px, pb] = ops.parents;
         if let Some(node) = pb {
             let n = bias.dims()[0];
             let db = dx.clone().reshape([-1, n as i32]).sum_dim(0).reshape([n]);
             grads.register::<B>(node.id, to_prim(db.cast(bias.dtype())));
         }
+        let dx = to_prim(dx);
+        mark_prim::<B>(&dx, BWD_OTHER);
         if let Some(node) = px {
-            grads.register::<B>(node.id, to_prim(dx));
+            grads.register::<B>(node.id, dx);
         }
     }
 }
@@ -296,6 +348,10 @@ fn inner_terms<B: ModelBackend, C: CheckpointStrategy, const N: usize, const D: 
 }
 
 impl<B: ModelBackend, C: CheckpointStrategy> ModelBackend for Autodiff<B, C> {
+    fn mark(device: &Self::Device, label: &'static str) {
+        B::mark(device, label);
+    }
+
     fn qkv_attention(qkv: Tensor<Self, 4>, rope: &Rope<Self>, bf16: bool) -> Tensor<Self, 4> {
         let qkv = to_prim(qkv);
         let rope = rope.inner();

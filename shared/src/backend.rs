@@ -333,6 +333,10 @@ pub trait ModelBackend: Backend {
     fn nf4_weight(w: &Nf4Weight<Self>) -> Tensor<Self, 2> {
         w.compute_weight()
     }
+
+    /// Marks the GPU's time where it reaches the work queued next on `device` (`timeline.rs`,
+    /// through [`crate::timeline::mark`]): CUDA only, a no-op elsewhere.
+    fn mark(_device: &Self::Device, _label: &'static str) {}
 }
 
 /// LayerNorm's gradients: the input's, and with `affine` gamma's and beta's.
@@ -459,6 +463,11 @@ where
         v: Tensor<Self, 4>,
     ) -> Tensor<Self, 4> {
         Self::gemm(causal_probs(q, k, false), v, false)
+    }
+
+    #[cfg(feature = "cublas")]
+    fn mark(device: &Self::Device, label: &'static str) {
+        crate::timeline::record(device, label);
     }
 
     /// On cuBLAS where it loads (`cublas.rs`), else burn's matmul.

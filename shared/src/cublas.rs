@@ -181,6 +181,19 @@ fn handle(device: usize) -> Option<Arc<Mutex<Gemm>>> {
         .clone()
 }
 
+/// CubeCL's stream (an address) for the calling thread on `device`, where a product found it,
+/// and cuBLAS's context: where `timeline.rs` records its events.
+pub(crate) fn current_stream(device: usize) -> Option<(u64, Arc<CudaContext>)> {
+    if !available() {
+        return None;
+    }
+    let gemm = handle(device)?;
+    let gemm = gemm.lock().ok()?;
+    let id = cubecl::stream_id::StreamId::current().value;
+    let stream = (*gemm.cubecl_streams.get(&id)?)?;
+    Some((stream, gemm.stream.context().clone()))
+}
+
 fn data_type(dtype: DType) -> Option<sys::cudaDataType> {
     match dtype {
         DType::F32 => Some(sys::cudaDataType::CUDA_R_32F),

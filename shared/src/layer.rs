@@ -10,6 +10,7 @@ use crate::cache::KvCache;
 use crate::linear::add_bias;
 use crate::mlp::Mlp;
 use crate::rope::Rope;
+use crate::timeline::mark;
 
 #[derive(Module, Debug)]
 pub struct Layer<B: ModelBackend> {
@@ -30,6 +31,7 @@ impl<B: ModelBackend> Layer<B> {
         // With bf16 (`precision.rs`) the LayerNorms read `h` rounded to bf16, as in a bf16
         // model's residual stream, and keep that copy for backward: one copy for both of a
         // parallel layer's (each would keep one of its own).
+        mark(&h, "layernorm");
         let hn = if self.input_layernorm.bf16_stash {
             h.clone().cast(FloatDType::BF16)
         } else {
@@ -39,9 +41,11 @@ impl<B: ModelBackend> Layer<B> {
         if self.use_parallel_residual {
             // Both branches read the same input: h + attn(ln1(h)) + mlp(ln2(h)).
             let (a, ba) = self.attention.forward_parts(x, rope, cache);
+            mark(&hn, "layernorm");
             let (m, bm) = self
                 .mlp
                 .forward_parts(self.post_attention_layernorm.forward(hn));
+            mark(&m, "residual");
             let dtype = h.dtype().into();
             match (bm, ba) {
                 // the branches' biases and the three terms in one pass on the CubeCL backends

@@ -40,6 +40,7 @@ pub mod rope;
 pub mod sampling;
 #[cfg(any(test, feature = "cublas"))]
 mod stream_lookup;
+pub mod timeline;
 pub mod tokenizer;
 pub mod weights;
 

@@ -32,5 +32,6 @@ pub fn causal_lm_nll_sum<B: ModelBackend>(
     let count = weights.iter().filter(|w| **w > 0.0).count();
     let targets = Tensor::<B, 3, Int>::from_data(TensorData::new(targets, [b, t, 1]), &device);
     let weights = Tensor::<B, 3>::from_data(TensorData::new(weights, [b, t, 1]), &device);
+    crate::timeline::mark(&logits, "loss");
     (B::weighted_nll(logits, targets, weights), count)
 }

@@ -6,6 +6,7 @@ use burn::module::Module;
 use burn::tensor::{FloatDType, Tensor};
 
 use crate::activation::Activation;
+use crate::timeline::mark;
 
 #[derive(Module, Debug)]
 pub struct Mlp<B: ModelBackend> {
@@ -33,11 +34,14 @@ impl<B: ModelBackend> Mlp<B> {
     pub fn forward_parts(&self, x: Tensor<B, 3>) -> (Tensor<B, 3>, Option<Tensor<B, 1>>) {
         let dtype = x.dtype().into();
         let inner = if self.bf16 { FloatDType::BF16 } else { dtype };
+        mark(&x, "fc1");
         let (h, bias) = self.dense_h_to_4h.forward_parts_as(x, inner);
+        mark(&h, "gelu");
         let a = match (bias, self.act) {
             (Some(b), Activation::Gelu) => B::gelu_erf_bias(h, b, self.bf16),
             (bias, act) => act.forward(add_bias(h, bias), self.bf16),
         };
+        mark(&a, "fc2");
         self.dense_4h_to_h.forward_parts_to(a, dtype)
     }
 }

@@ -67,6 +67,7 @@ impl<B: ModelBackend> GptNeoxForCausalLM<B> {
 
     /// Logits from the last layer's output: the final LayerNorm, then `embed_out`.
     pub fn head(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
+        crate::timeline::mark(&h, "head");
         self.embed_out
             .forward(self.gpt_neox.final_layer_norm.forward(h))
     }

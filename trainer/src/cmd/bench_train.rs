@@ -10,6 +10,7 @@ use burn::tensor::ElementConversion;
 use clap::Args;
 use shared::example::Example;
 use shared::lora::{LoraConfig, TargetModules};
+use shared::timeline;
 use shared::{GptNeoxConfig, GptNeoxForCausalLM};
 
 use crate::device::DeviceArg;
@@ -52,6 +53,10 @@ pub struct BenchTrainArgs {
     pub grad_checkpointing: bool,
     #[command(flatten)]
     pub quant: crate::cmd::quant_args::QuantArgs,
+    /// Where the timed steps' GPU time goes, by part of the model (CUDA with cuBLAS only:
+    /// `shared::timeline`), as a table on stderr and `timeline` in the JSON line.
+    #[arg(long)]
+    pub timeline: bool,
 }
 
 pub fn run(args: BenchTrainArgs) -> Result<()> {
@@ -122,8 +127,12 @@ fn bench_on<AB: TrainBackend>(
     for step in 0..args.steps + 3 {
         if step == 3 {
             t0 = Instant::now();
+            timeline::set_enabled(args.timeline);
         }
         let ts = Instant::now();
+        if timeline::enabled() {
+            AB::mark(&device, timeline::STEP);
+        }
         let batch = collate::<AB>(&refs, 0, &device);
         let n = batch.scored;
         let mut grads = GradSum::<AB::InnerBackend>::default();
@@ -135,6 +144,9 @@ fn bench_on<AB: TrainBackend>(
             args.grad_checkpointing,
             &mut grads,
         );
+        if timeline::enabled() {
+            AB::mark(&device, "gradients");
+        }
         let grads = grads.flatten().expect("LoRA weights have gradients");
         let queued = ts.elapsed().as_secs_f64();
         let norm = grads.norm();
@@ -143,6 +155,9 @@ fn bench_on<AB: TrainBackend>(
             wait_s += ts.elapsed().as_secs_f64() - queued;
         }
         let scale = clip_scale(norm, 1.0);
+        if timeline::enabled() {
+            AB::mark(&device, "optimizer");
+        }
         model = opt.step(model, &grads, 1e-3, scale);
         step_s.push(ts.elapsed().as_secs_f64());
         losses.push(loss);
@@ -153,12 +168,17 @@ fn bench_on<AB: TrainBackend>(
             );
         }
     }
+    if timeline::enabled() {
+        AB::mark(&device, "end");
+    }
     let losses: Vec<f32> = losses
         .into_iter()
         .map(|l| l.into_scalar().elem::<f32>())
         .collect();
     // after the reads: the last optimizer step is finished too
     let dt = t0.elapsed().as_secs_f64() / args.steps as f64;
+    timeline::set_enabled(false);
+    let timeline = args.timeline.then(|| timeline_rows(&device)).flatten();
     let per_step_ms = |s: f64| s * 1e3 / args.steps as f64;
     println!(
         "{}",
@@ -176,7 +196,30 @@ fn bench_on<AB: TrainBackend>(
             "step_s": step_s,
             "losses": losses,
             "matmul": args.device.matmul_impl(),
+            "timeline": timeline,
         })
     );
     Ok(())
+}
+
+/// The timeline's rows (printed as a table on stderr), or `None` with a note where no mark was
+/// recorded (not CUDA, or cuBLAS not on CubeCL's stream).
+fn timeline_rows<D: std::any::Any>(device: &D) -> Option<Vec<timeline::Row>> {
+    #[cfg(feature = "cuda")]
+    let points = timeline::take(device);
+    #[cfg(not(feature = "cuda"))]
+    let points: Vec<timeline::Point> = {
+        let _ = device;
+        Vec::new()
+    };
+    let rows = timeline::summarize(&points);
+    if rows.is_empty() {
+        eprintln!(
+            "--timeline: no marks recorded (CUDA only, with cuBLAS queued on CubeCL's stream: \
+             LAW_POLYGLOT_MATMUL unset or cublas)"
+        );
+        return None;
+    }
+    eprint!("{}", timeline::table(&rows));
+    Some(rows)
 }

@@ -249,15 +249,27 @@ impl<B: ModelBackend, const D: usize> Backward<B, 2> for Gemm<D> {
         let g = grads.consume::<B>(&ops.node);
         mark_prim::<B>(&g, "lora.bwd");
         let g: Tensor<B, D> = from_prim(g);
+        // without bf16 factors the products take one dtype: a gradient written in another
+        // (`gemm_as`) multiplies in the factors'
+        let g = if s.bf16 { g } else { g.cast(s.dtypes[0]) };
         let [pa, pb] = ops.parents;
+        // a factor's gradient in its dtype: written so by the product (cuBLAS writes a bf16
+        // input's gradient in bf16), or where the factor broadcast over batch dimensions,
+        // summed over them first
+        let batch = g.dims()[..D - 2].to_vec();
+        let grad = |x: Tensor<B, D>, y: Tensor<B, D>, i: usize| {
+            if s.shapes[i][..D - 2] == batch[..] {
+                B::gemm_as(x, y, s.bf16, s.dtypes[i].into())
+            } else {
+                sum_to(B::gemm(x, y, s.bf16), &s.shapes[i]).cast(s.dtypes[i])
+            }
+        };
         if let (Some(node), Some(b)) = (pa, s.b) {
-            let da = B::gemm(g.clone(), from_prim::<B, D>(b).transpose(), s.bf16);
-            let da = sum_to(da, &s.shapes[0]).cast(s.dtypes[0]);
+            let da = grad(g.clone(), from_prim::<B, D>(b).transpose(), 0);
             grads.register::<B>(node.id, to_prim(da));
         }
         if let (Some(node), Some(a)) = (pb, s.a) {
-            let db = B::gemm(from_prim::<B, D>(a).transpose(), g, s.bf16);
-            let db = to_prim(sum_to(db, &s.shapes[1]).cast(s.dtypes[1]));
+            let db = to_prim(grad(from_prim::<B, D>(a).transpose(), g, 1));
             mark_prim::<B>(&db, BWD_OTHER);
             grads.register::<B>(node.id, db);
         }
@@ -334,6 +346,30 @@ where
     })
 }
 
+/// The matmul node of [`ModelBackend::gemm`] and [`ModelBackend::gemm_as`] (`out`).
+fn gemm_node<B: ModelBackend, C: CheckpointStrategy, const D: usize>(
+    a: Tensor<Autodiff<B, C>, D>,
+    b: Tensor<Autodiff<B, C>, D>,
+    bf16: bool,
+    out: Option<FloatDType>,
+) -> Tensor<Autodiff<B, C>, D> {
+    let (a, b) = (to_prim(a), to_prim(b));
+    let ai = from_prim::<B, D>(a.primitive.clone());
+    let bi = from_prim::<B, D>(b.primitive.clone());
+    let y = match out {
+        Some(out) => B::gemm_as(ai.clone(), bi.clone(), bf16, out),
+        None => B::gemm(ai.clone(), bi.clone(), bf16),
+    };
+    let (keep_a, keep_b) = (!b.node.requirement.is_none(), !a.node.requirement.is_none());
+    record(Gemm::<D>, [&a, &b], y, || GemmState {
+        shapes: [ai.dims().to_vec(), bi.dims().to_vec()],
+        dtypes: [ai.dtype(), bi.dtype()],
+        a: keep_a.then(|| to_prim(ai)),
+        b: keep_b.then(|| to_prim(bi)),
+        bf16,
+    })
+}
+
 /// The inner tensors of autodiff `terms`, their shapes and dtypes.
 #[allow(clippy::type_complexity)]
 fn inner_terms<B: ModelBackend, C: CheckpointStrategy, const N: usize, const D: usize>(
@@ -385,6 +421,7 @@ impl<B: ModelBackend, C: CheckpointStrategy> ModelBackend for Autodiff<B, C> {
         beta: Tensor<Self, 1>,
         epsilon: f64,
         bf16_stash: bool,
+        out: FloatDType,
     ) -> Tensor<Self, D> {
         let (x, gamma, beta) = (to_prim(x), to_prim(gamma), to_prim(beta));
         let inner = from_prim::<B, D>(x.primitive.clone());
@@ -394,6 +431,7 @@ impl<B: ModelBackend, C: CheckpointStrategy> ModelBackend for Autodiff<B, C> {
             from_prim(beta.primitive.clone()),
             epsilon,
             false,
+            out,
         );
         record(LayerNorm::<D>, [&x, &gamma, &beta], y, || {
             (stash(inner, bf16_stash), gamma.primitive.clone(), epsilon)
@@ -459,18 +497,17 @@ impl<B: ModelBackend, C: CheckpointStrategy> ModelBackend for Autodiff<B, C> {
     /// One node whose backward products run as the forward one does (on cuBLAS on CUDA): the
     /// LoRA products, where burn's matmul node would multiply on CubeCL.
     fn gemm<const D: usize>(a: Tensor<Self, D>, b: Tensor<Self, D>, bf16: bool) -> Tensor<Self, D> {
-        let (a, b) = (to_prim(a), to_prim(b));
-        let ai = from_prim::<B, D>(a.primitive.clone());
-        let bi = from_prim::<B, D>(b.primitive.clone());
-        let y = B::gemm(ai.clone(), bi.clone(), bf16);
-        let (keep_a, keep_b) = (!b.node.requirement.is_none(), !a.node.requirement.is_none());
-        record(Gemm::<D>, [&a, &b], y, || GemmState {
-            shapes: [ai.dims().to_vec(), bi.dims().to_vec()],
-            dtypes: [ai.dtype(), bi.dtype()],
-            a: keep_a.then(|| to_prim(ai)),
-            b: keep_b.then(|| to_prim(bi)),
-            bf16,
-        })
+        gemm_node(a, b, bf16, None)
+    }
+
+    /// As [`gemm`](Self::gemm), the product written in `out` (its gradient comes in `out`).
+    fn gemm_as<const D: usize>(
+        a: Tensor<Self, D>,
+        b: Tensor<Self, D>,
+        bf16: bool,
+        out: FloatDType,
+    ) -> Tensor<Self, D> {
+        gemm_node(a, b, bf16, Some(out))
     }
 
     /// One node for a frozen weight, so the backward product runs as the forward one does (on
@@ -776,7 +813,14 @@ mod tests {
                 (x, g, track(&b0, tracked[2]))
             };
             let (x, g, b) = inputs();
-            let y = AD::layernorm(x.clone(), g.clone(), b.clone(), 1e-5, false);
+            let y = AD::layernorm(
+                x.clone(),
+                g.clone(),
+                b.clone(),
+                1e-5,
+                false,
+                FloatDType::F32,
+            );
             let grads = (y.clone() * w.clone()).sum().backward();
             let (rx, rg, rb) = inputs();
             let r = Tensor::<AD, 4>::from_primitive(TensorPrimitive::Float(
@@ -874,7 +918,14 @@ mod tests {
         );
         let norm = |bf16: bool| {
             let x = (x0.clone() + 0.5).require_grad();
-            let y = AD::layernorm(x.clone(), gamma.clone(), beta.clone(), 1e-5, bf16);
+            let y = AD::layernorm(
+                x.clone(),
+                gamma.clone(),
+                beta.clone(),
+                1e-5,
+                bf16,
+                FloatDType::F32,
+            );
             let g = (y * w.clone()).sum().backward();
             x.grad(&g).unwrap()
         };

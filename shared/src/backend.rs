@@ -48,12 +48,14 @@ pub trait ModelBackend: Backend {
     /// Causal self-attention over a whole sequence (no cache) from the fused projection
     /// `qkv: [b, h, T, 3·d]`, each head's q, k and v in turn, the rotary embedding applied to
     /// q and k ([`split_qkv`]). `bf16`: the two matmuls take bf16 factors
-    /// ([`causal_attention_bf16`]) and, under autodiff, q, k and v are kept in bf16.
+    /// ([`causal_attention_bf16`]) and q, k and v are written in bf16 (kept so under autodiff),
+    /// the rotary embedding computed in f32 from a bf16 projection.
     fn qkv_attention(qkv: Tensor<Self, 4>, rope: &Rope<Self>, bf16: bool) -> Tensor<Self, 4> {
-        let (q, k, v) = Self::split_qkv_rope(qkv, rope);
         if bf16 {
+            let (q, k, v) = Self::split_qkv_rope_as(qkv, rope, FloatDType::BF16);
             causal_attention_bf16(q, k, v)
         } else {
+            let (q, k, v) = Self::split_qkv_rope(qkv, rope);
             Self::causal_attention(q, k, v)
         }
     }
@@ -66,8 +68,8 @@ pub trait ModelBackend: Backend {
         matmul(a, b, bf16)
     }
 
-    /// [`gemm`](Self::gemm) with the product written in `out` (cuBLAS writes it so directly).
-    /// Not an autodiff node of its own: for inner computations (attention's `P·v`).
+    /// [`gemm`](Self::gemm) with the product written in `out` (cuBLAS writes it so directly);
+    /// under autodiff one node, whose gradient comes in `out`.
     fn gemm_as<const D: usize>(
         a: Tensor<Self, D>,
         b: Tensor<Self, D>,
@@ -278,13 +280,15 @@ pub trait ModelBackend: Backend {
     }
 
     /// LayerNorm over the last dimension, `(x − mean)/√(var + ε)·gamma + beta` (biased
-    /// variance), as burn's `layer_norm` op computes it, in gamma's dtype (`x` may be bf16).
+    /// variance), as burn's `layer_norm` op computes it, in gamma's dtype (`x` may be bf16),
+    /// written in `out` (bf16 for the bf16 products that read it, `precision.rs`).
     fn layernorm<const D: usize>(
         x: Tensor<Self, D>,
         gamma: Tensor<Self, 1>,
         beta: Tensor<Self, 1>,
         epsilon: f64,
         bf16_stash: bool,
+        out: FloatDType,
     ) -> Tensor<Self, D> {
         let _ = bf16_stash;
         let x = x.cast(gamma.dtype());
@@ -294,12 +298,13 @@ pub trait ModelBackend: Backend {
             Some(to_prim(beta)),
             epsilon,
         );
-        from_prim(y)
+        from_prim::<Self, D>(y).cast(out)
     }
 
     /// The gradients of [`layernorm`](Self::layernorm) for the output gradient `g`: the
     /// input's (in `g`'s dtype; `x` may be a bf16 copy) and, with `affine`, gamma's and beta's
-    /// (`[n]`, summed over every position). With `x̂ = (x − mean)·rstd` and `d = g·gamma`:
+    /// (`[n]`, summed over every position, in gamma's dtype), computed in gamma's dtype. With
+    /// `x̂ = (x − mean)·rstd` and `d = g·gamma`:
     /// `dx = (d − mean(d) − x̂·mean(d·x̂))·rstd`, `dgamma = Σ g·x̂`, `dbeta = Σ g`.
     fn layernorm_backward<const D: usize>(
         x: Tensor<Self, D>,
@@ -308,7 +313,8 @@ pub trait ModelBackend: Backend {
         epsilon: f64,
         affine: bool,
     ) -> LayerNormGrads<Self, D> {
-        let x = x.cast(g.dtype());
+        let out = g.dtype();
+        let (x, g) = (x.cast(gamma.dtype()), g.cast(gamma.dtype()));
         let xc = x.clone() - x.mean_dim(D - 1);
         let rstd = ((xc.clone() * xc.clone()).mean_dim(D - 1) + epsilon)
             .sqrt()
@@ -319,7 +325,7 @@ pub trait ModelBackend: Backend {
         let mean_dx = (dxhat.clone() * xhat.clone()).mean_dim(D - 1);
         let dx = (dxhat - mean_d - xhat.clone() * mean_dx) * rstd;
         let affine = affine.then(|| (per_feature(g.clone() * xhat), per_feature(g)));
-        (dx, affine)
+        (dx.cast(out), affine)
     }
 
     /// `x·W` with `W` the NF4 weight dequantized (`[in, out]`), multiplied in the weight's
@@ -715,12 +721,14 @@ where
         beta: Tensor<Self, 1>,
         epsilon: f64,
         _bf16_stash: bool,
+        out: FloatDType,
     ) -> Tensor<Self, D> {
         from_prim(crate::kernels::layernorm(
             to_prim(x),
             to_prim(gamma),
             to_prim(beta),
             epsilon,
+            out.into(),
         ))
     }
 
@@ -731,6 +739,7 @@ where
         epsilon: f64,
         affine: bool,
     ) -> LayerNormGrads<Self, D> {
+        let dtype = gamma.dtype();
         let (dx, gx) = crate::kernels::layernorm_backward(
             to_prim(x),
             to_prim(gamma),
@@ -738,7 +747,13 @@ where
             epsilon,
             affine,
         );
-        let affine = gx.map(|gx| (per_feature(from_prim::<Self, D>(gx)), per_feature(g)));
+        // beta's gradient summed in gamma's dtype (a bf16 `g` holds 2⁸ positions' worth)
+        let affine = gx.map(|gx| {
+            (
+                per_feature(from_prim::<Self, D>(gx)),
+                per_feature(g.cast(dtype)),
+            )
+        });
         (from_prim(dx), affine)
     }
 }

@@ -37,14 +37,21 @@ impl<B: ModelBackend> Layer<B> {
         } else {
             h.clone()
         };
-        let x = self.input_layernorm.forward(hn.clone());
         if self.use_parallel_residual {
-            // Both branches read the same input: h + attn(ln1(h)) + mlp(ln2(h)).
+            // Both branches read the same input: h + attn(ln1(h)) + mlp(ln2(h)). With bf16 and
+            // no cache the LayerNorms write bf16, for the bf16 products that read them, and
+            // the branches write their products in bf16 (their inputs' dtype), as a bf16
+            // model in PyTorch does; the residual sum adds them to `h` in f32.
+            let out = match cache {
+                None if self.input_layernorm.bf16_stash => FloatDType::BF16,
+                _ => h.dtype().into(),
+            };
+            let x = self.input_layernorm.forward_as(hn.clone(), out);
             let (a, ba) = self.attention.forward_parts(x, rope, cache);
             mark(&hn, "layernorm");
             let (m, bm) = self
                 .mlp
-                .forward_parts(self.post_attention_layernorm.forward(hn));
+                .forward_parts(self.post_attention_layernorm.forward_as(hn, out));
             mark(&m, "residual");
             let dtype = h.dtype().into();
             match (bm, ba) {
@@ -56,6 +63,7 @@ impl<B: ModelBackend> Layer<B> {
                 (bm, ba) => B::sum3_as(add_bias(m, bm), add_bias(a, ba), h, dtype),
             }
         } else {
+            let x = self.input_layernorm.forward(hn);
             let a = self.attention.forward(x, rope, cache);
             let h = h + a;
             let m = self

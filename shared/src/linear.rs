@@ -7,7 +7,7 @@
 use crate::ModelBackend;
 use burn::module::{Module, Param};
 use burn::nn::Dropout;
-use burn::tensor::{Distribution, FloatDType, Tensor, backend::Backend};
+use burn::tensor::{DType, Distribution, FloatDType, Tensor, backend::Backend};
 
 use crate::base_weight::BaseWeight;
 
@@ -110,24 +110,39 @@ impl<B: ModelBackend> Linear<B> {
             None => add_bias(self.base_product(base_x(x), out), bias),
             Some(l) => {
                 let a = l.lora_a.val();
-                // in the adapter's dtype (f32 weights over a bf16 input, as PEFT casts it), as
-                // one `[positions, in]` matrix: A's and B's gradients are then one product each
-                // (no per-sequence products summed afterwards)
+                // as one `[positions, in]` matrix: A's and B's gradients are then one product
+                // each (no per-sequence products summed afterwards). A bf16 input (`--dtype
+                // bf16`) is multiplied as it is, by A rounded to bf16, with the product in f32
+                // (as PEFT's f32 adapter over a bf16 input, whose cast to f32 is exact, up to
+                // A's rounding): no f32 copy of it to write, keep and differentiate.
                 let dims = x.dims();
-                let xl: Tensor<B, 2> = x.clone().cast(a.dtype()).reshape([-1, dims[D - 1] as i32]);
+                let bf16 = x.dtype() == DType::BF16;
+                let xl = if bf16 {
+                    x.clone()
+                } else {
+                    x.clone().cast(a.dtype())
+                };
+                let xl: Tensor<B, 2> = xl.reshape([-1, dims[D - 1] as i32]);
                 // dropout as burn's `Dropout` draws it (the same mask), its `1/keep` applied with
                 // the scaling to B (`[r, out]`) rather than to `[positions, in]` and
                 // `[positions, out]` tensors: two passes over the activations fewer, forward
                 // and backward
                 let (xl, scale) = dropout(xl, l.dropout.prob, l.scaling);
-                let xa = B::gemm(xl, a, false);
+                let xa = B::gemm(xl, a, bf16);
                 let b = match scale {
                     1.0 => l.lora_b.val(),
                     s => l.lora_b.val() * s,
                 };
                 let mut dims_out = dims;
                 dims_out[D - 1] = b.dims()[1];
-                let delta = B::gemm(xa, b, false).reshape(dims_out);
+                // with a bf16 input and result, the adapter's term in bf16 too, from bf16
+                // factors: half the bytes of `[positions, out]` to write, sum and differentiate
+                let delta = if bf16 && out == FloatDType::BF16 {
+                    B::gemm_as(xa, b, true, out)
+                } else {
+                    B::gemm(xa, b, false)
+                };
+                let delta = delta.reshape(dims_out);
                 // the product, its bias and the adapter's term in one pass (`sum3_as`), each
                 // in its own dtype and rounded to `out` once on the CubeCL backends
                 let y = self.base_product(base_x(x), out);

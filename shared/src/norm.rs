@@ -3,8 +3,8 @@
 //! [`ModelBackend::layernorm`]: under autodiff one graph node that keeps only its input.
 
 use burn::module::{Module, Param};
-use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
+use burn::tensor::{FloatDType, Tensor};
 
 use crate::ModelBackend;
 
@@ -32,12 +32,20 @@ impl<B: Backend> LayerNorm<B> {
 }
 
 impl<B: ModelBackend> LayerNorm<B> {
+    /// The output in gamma's dtype.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let dtype = self.gamma.val().dtype().into();
+        self.forward_as(x, dtype)
+    }
+
+    /// The output written in `out` (bf16 for bf16 products to read, as a bf16 model's
+    /// LayerNorm writes it; computed in f32 still).
+    pub fn forward_as<const D: usize>(&self, x: Tensor<B, D>, out: FloatDType) -> Tensor<B, D> {
         let gamma = self.gamma.val();
         let beta = match &self.beta {
             Some(b) => b.val(),
             None => gamma.zeros_like(),
         };
-        B::layernorm(x, gamma, beta, self.epsilon, self.bf16_stash)
+        B::layernorm(x, gamma, beta, self.epsilon, self.bf16_stash, out)
     }
 }

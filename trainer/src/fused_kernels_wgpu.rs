@@ -123,8 +123,15 @@ fn layernorm_checks() {
         let (beta, betag) = pair([n], 5, 1.0);
         let (g, gg) = pair(x.dims(), 6, 1.0);
         close(
-            G::layernorm(xg.clone(), gammag.clone(), betag, 1e-5, false),
-            Flex::layernorm(x.clone(), gamma.clone(), beta, 1e-5, false),
+            G::layernorm(
+                xg.clone(),
+                gammag.clone(),
+                betag,
+                1e-5,
+                false,
+                FloatDType::F32,
+            ),
+            Flex::layernorm(x.clone(), gamma.clone(), beta, 1e-5, false, FloatDType::F32),
         );
         // burn 0.21's own `sum_dim` over 65,535 or more rows is wrong on wgpu (it returns
         // 65,532 for as many ones), so gamma's and beta's gradients, summed by it, are
@@ -142,6 +149,40 @@ fn layernorm_checks() {
                 close(dbeta, rdbeta);
             }
         }
+    }
+}
+
+/// LayerNorm writing another dtype than gamma's, and its backward reading a gradient in it (a
+/// bf16 model's LayerNorm on CUDA): lavapipe has no bf16, so f16 stands in for it, with the
+/// tolerance of f16's rounding.
+#[test]
+fn layernorm_in_another_dtype_than_gammas() {
+    let half = FloatDType::F16;
+    let (x, xg) = pair([2, 3, 64], 3, 2.0);
+    let (gamma, gammag) = pair([64], 4, 1.0);
+    let (beta, betag) = pair([64], 5, 1.0);
+    let (g, gg) = pair([2, 3, 64], 6, 1.0);
+    let near = |got: Tensor<G, 3>, want: Tensor<Flex, 3>| {
+        assert_eq!(got.dtype(), half.into());
+        got.cast(FloatDType::F32)
+            .into_data()
+            .assert_approx_eq::<f32>(&want.into_data(), Tolerance::rel_abs(2e-3, 2e-3));
+    };
+    let f32 = FloatDType::F32;
+    near(
+        G::layernorm(xg.clone(), gammag.clone(), betag, 1e-5, false, half),
+        Flex::layernorm(x.clone(), gamma.clone(), beta, 1e-5, false, f32),
+    );
+    let (dx, dgb) = G::layernorm_backward(xg, gammag, gg.cast(half), 1e-5, true);
+    let (rdx, rdgb) = Flex::layernorm_backward(x, gamma, g, 1e-5, true);
+    near(dx, rdx);
+    let ((dgamma, dbeta), (rdgamma, rdbeta)) = (dgb.unwrap(), rdgb.unwrap());
+    // gamma's and beta's gradients in gamma's dtype
+    assert_eq!(dgamma.dtype(), f32.into());
+    assert_eq!(dbeta.dtype(), f32.into());
+    for (a, b) in [(dgamma, rdgamma), (dbeta, rdbeta)] {
+        a.into_data()
+            .assert_approx_eq::<f32>(&b.into_data(), Tolerance::rel_abs(2e-3, 2e-3));
     }
 }
 

@@ -38,21 +38,21 @@ fn row_stats<X: Float, N: Size>(
 }
 
 /// Per row of `n`: `y = (x − mean)·rstd·gamma + beta`, computed in f32, `x` read as `X` (it
-/// may be bf16), written in gamma's type `F`.
+/// may be bf16), gamma and beta as `F`, written as `Y` (bf16 for a bf16 product to read).
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-fn layernorm_kernel<X: Float, F: Float, N: Size>(
+fn layernorm_kernel<X: Float, F: Float, Y: Float, N: Size>(
     x: &Array<Vector<X, N>>,
     gamma: &Array<Vector<F, N>>,
     beta: &Array<Vector<F, N>>,
-    y: &mut Array<Vector<F, N>>,
+    y: &mut Array<Vector<Y, N>>,
     rows: u32,
     row_len: u32,
     eps: f32,
     #[comptime] units: u32,
     #[comptime] per_cube: u32,
     #[comptime] plane: bool,
-    #[define(X, F)] _dtypes: [StorageType; 2],
+    #[define(X, F, Y)] _dtypes: [StorageType; 3],
 ) {
     let row = row_index(per_cube);
     if row >= rows as usize {
@@ -75,15 +75,15 @@ fn layernorm_kernel<X: Float, F: Float, N: Size>(
 
 /// Per row: with `x̂ = (x − mean)·rstd` and `d = g·gamma`,
 /// `dx = (d − mean(d) − x̂·mean(d·x̂))·rstd`; with `affine`, `gx = g·x̂` too (summed over rows
-/// into gamma's gradient by the caller). Computed in f32, written in `g`'s type `F`; the saved
-/// `x` may be bf16.
+/// into gamma's gradient by the caller). Computed in f32; `dx` written in `g`'s type `G`, `gx`
+/// in gamma's `F`; the saved `x` may be bf16.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-fn layernorm_backward_kernel<X: Float, F: Float, N: Size>(
+fn layernorm_backward_kernel<X: Float, F: Float, G: Float, N: Size>(
     x: &Array<Vector<X, N>>,
     gamma: &Array<Vector<F, N>>,
-    g: &Array<Vector<F, N>>,
-    dx: &mut Array<Vector<F, N>>,
+    g: &Array<Vector<G, N>>,
+    dx: &mut Array<Vector<G, N>>,
     gx: &mut Array<Vector<F, N>>,
     rows: u32,
     row_len: u32,
@@ -92,7 +92,7 @@ fn layernorm_backward_kernel<X: Float, F: Float, N: Size>(
     #[comptime] per_cube: u32,
     #[comptime] plane: bool,
     #[comptime] affine: bool,
-    #[define(X, F)] _dtypes: [StorageType; 2],
+    #[define(X, F, G)] _dtypes: [StorageType; 3],
 ) {
     let row = row_index(per_cube);
     if row >= rows as usize {
@@ -131,18 +131,19 @@ fn layernorm_backward_kernel<X: Float, F: Float, N: Size>(
     }
 }
 
-/// LayerNorm over the last dimension, a row's units per row, in gamma's dtype (`x` may be bf16).
+/// LayerNorm over the last dimension, a row's units per row, written in `out` (`x` may be bf16).
 pub fn layernorm<R: CubeRuntime>(
     x: CubeTensor<R>,
     gamma: CubeTensor<R>,
     beta: CubeTensor<R>,
     eps: f64,
+    out: DType,
 ) -> CubeTensor<R> {
     let (x, gamma) = (into_contiguous(x), into_contiguous(gamma));
     let beta = contiguous_like(beta, &gamma);
-    let y = empty_like(&x, x.meta.shape().clone(), gamma.dtype);
-    let l = row_launch(&x, &[x.dtype, gamma.dtype]);
-    let dtypes = [x.dtype.into(), gamma.dtype.into()];
+    let y = empty_like(&x, x.meta.shape().clone(), out);
+    let l = row_launch(&x, &[x.dtype, gamma.dtype, out]);
+    let dtypes = [x.dtype.into(), gamma.dtype.into(), out.into()];
     layernorm_kernel::launch::<R>(
         &x.client.clone(),
         l.count,
@@ -164,7 +165,8 @@ pub fn layernorm<R: CubeRuntime>(
 }
 
 /// LayerNorm's input gradient for the output gradient `g` (in `g`'s dtype; `x` may be bf16)
-/// and, with `affine`, `g·x̂` (same shape), which summed over rows is gamma's gradient.
+/// and, with `affine`, `g·x̂` (same shape, in gamma's dtype), which summed over rows is gamma's
+/// gradient.
 pub fn layernorm_backward<R: CubeRuntime>(
     x: CubeTensor<R>,
     gamma: CubeTensor<R>,
@@ -177,13 +179,16 @@ pub fn layernorm_backward<R: CubeRuntime>(
         into_contiguous(g),
         into_contiguous(x),
     );
-    let gamma = contiguous_like(gamma, &g);
     let shape = g.meta.shape().clone();
     let dx = empty_like(&g, shape.clone(), g.dtype);
     // without `affine` the kernel never writes `gx`: a one-element placeholder
-    let gx = empty_like(&g, if affine { shape } else { Shape::new([1]) }, g.dtype);
-    let l = row_launch(&g, &[x.dtype, g.dtype]);
-    let dtypes = [x.dtype.into(), g.dtype.into()];
+    let gx = empty_like(
+        &g,
+        if affine { shape } else { Shape::new([1]) },
+        gamma.dtype,
+    );
+    let l = row_launch(&g, &[x.dtype, g.dtype, gamma.dtype]);
+    let dtypes = [x.dtype.into(), gamma.dtype.into(), g.dtype.into()];
     layernorm_backward_kernel::launch::<R>(
         &g.client.clone(),
         l.count,

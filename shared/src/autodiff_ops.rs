@@ -289,10 +289,21 @@ impl<B: ModelBackend, const N: usize, const D: usize> Backward<B, N> for SumTerm
         let g = grads.consume::<B>(&ops.node);
         mark_prim::<B>(&g, "sum.bwd");
         let g: Tensor<B, D> = from_prim(g);
+        // terms of the sum's own shape and of one dtype share one gradient (a parallel
+        // residual's two bf16 branches: one cast of `g`, not two)
+        let mut cast: Vec<(DType, Tensor<B, D>)> = Vec::new();
         for ((parent, shape), dtype) in ops.parents.into_iter().zip(&shapes).zip(dtypes) {
-            if let Some(node) = parent {
-                grads.register::<B>(node.id, to_prim(sum_to(g.clone(), shape).cast(dtype)));
-            }
+            let Some(node) = parent else { continue };
+            let grad = if shape[..] != g.dims()[..] {
+                sum_to(g.clone(), shape).cast(dtype)
+            } else if let Some((_, t)) = cast.iter().find(|(d, _)| *d == dtype) {
+                t.clone()
+            } else {
+                let t = g.clone().cast(dtype);
+                cast.push((dtype, t.clone()));
+                t
+            };
+            grads.register::<B>(node.id, to_prim(grad));
         }
         mark_prim::<B>(&to_prim(g), BWD_OTHER);
     }

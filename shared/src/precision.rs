@@ -1,14 +1,16 @@
 //! Mixed precision for training (`--dtype bf16`): the frozen base weights of every linear layer
 //! (`embed_out` included) are stored in bf16 and their matmuls run in bf16, and so do attention's
 //! matmuls (`q·kᵀ` and `P·v`, and the four of its backward pass). The activations a bf16 model
-//! in PyTorch keeps in bf16 and that are widest are bf16 here too: the fused qkv projection
-//! (with its bias and LoRA sum; `Attention::bf16`) and the MLP's `[.., 4·hidden]` interior (its
-//! bias, GELU, the second product's input; `Mlp::bf16`), with their gradients. The residual
-//! stream, LayerNorm, attention's scores and softmax, the loss, the LoRA weights and their
-//! inputs, and the optimizer state stay f32; GELU and the rotary split compute in f32 from bf16.
-//! What attention, GELU and LayerNorm keep for backward is kept in bf16 (`bf16_stash`), as a
-//! bf16 model in PyTorch keeps its activations; the logits the loss keeps stay f32, as HF's
-//! loss upcasts them.
+//! in PyTorch keeps in bf16 are bf16 here too, with their gradients: a parallel layer's LayerNorm
+//! outputs (computed in f32 from a bf16 copy of the residual stream), the fused qkv projection (its
+//! bias and LoRA sum; `Attention::bf16`), q, k and v, the heads' output, the MLP's
+//! `[.., 4·hidden]` interior (its bias, GELU, the second product's input; `Mlp::bf16`) and both
+//! branches' products. A LoRA adapter multiplies its bf16 input as it is, by its f32 factors
+//! rounded to bf16, and writes its term in bf16 (`linear.rs`). The residual stream and its sum,
+//! attention's scores and softmax, the loss, the LoRA weights and the optimizer state stay f32;
+//! LayerNorm, GELU and the rotary split compute in f32 from bf16. What attention, GELU and
+//! LayerNorm keep for backward is kept in bf16 (`bf16_stash`), as a bf16 model in PyTorch keeps
+//! its activations; the logits the loss keeps stay f32, as HF's loss upcasts them.
 //! A linear layer's base casts its input to the weight's dtype and writes the product in the
 //! input's dtype ([`Linear::forward`](crate::linear::Linear::forward)), or in the dtype asked
 //! for ([`Linear::forward_as`](crate::linear::Linear::forward_as),

@@ -149,19 +149,20 @@ impl<B: ModelBackend, const D: usize> Backward<B, 3> for LayerNorm<D> {
 struct WeightedNll;
 
 impl<B: ModelBackend> Backward<B, 1> for WeightedNll {
-    /// The logits, targets and weights.
-    type State = (FloatTensor<B>, IntTensor<B>, FloatTensor<B>);
+    /// The logits, targets and weights, and the dtype of the logits' gradient.
+    type State = (FloatTensor<B>, IntTensor<B>, FloatTensor<B>, FloatDType);
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let (logits, targets, weights) = ops.state;
+        let (logits, targets, weights, out) = ops.state;
         unary::<B, _>(ops.parents, ops.node, grads, |g| {
             mark_prim::<B>(&g, "loss.bwd");
             let targets = Tensor::<B, 3, Int>::from_primitive(targets);
-            let d = B::weighted_nll_backward(
+            let d = B::weighted_nll_backward_as(
                 from_prim(logits),
                 targets,
                 from_prim(weights),
                 from_prim(g),
+                out,
             );
             let d = to_prim(d);
             mark_prim::<B>(&d, BWD_OTHER);
@@ -454,6 +455,16 @@ impl<B: ModelBackend, C: CheckpointStrategy> ModelBackend for Autodiff<B, C> {
         targets: Tensor<Self, 3, Int>,
         weights: Tensor<Self, 3>,
     ) -> Tensor<Self, 1> {
+        let dtype = logits.dtype().into();
+        Self::weighted_nll_as(logits, targets, weights, dtype)
+    }
+
+    fn weighted_nll_as(
+        logits: Tensor<Self, 3>,
+        targets: Tensor<Self, 3, Int>,
+        weights: Tensor<Self, 3>,
+        grad: FloatDType,
+    ) -> Tensor<Self, 1> {
         let logits = to_prim(logits);
         let targets = targets.into_primitive();
         let weights = to_prim(weights).primitive;
@@ -463,7 +474,7 @@ impl<B: ModelBackend, C: CheckpointStrategy> ModelBackend for Autodiff<B, C> {
             from_prim(weights.clone()),
         );
         record(WeightedNll, [&logits], y, || {
-            (logits.primitive.clone(), targets, weights)
+            (logits.primitive.clone(), targets, weights, grad)
         })
     }
 

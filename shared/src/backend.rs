@@ -200,17 +200,44 @@ pub trait ModelBackend: Backend {
         (picked * weights).sum().neg()
     }
 
+    /// [`weighted_nll`](Self::weighted_nll), its gradient with respect to the logits written in
+    /// `grad` under autodiff.
+    fn weighted_nll_as(
+        logits: Tensor<Self, 3>,
+        targets: Tensor<Self, 3, Int>,
+        weights: Tensor<Self, 3>,
+        grad: FloatDType,
+    ) -> Tensor<Self, 1> {
+        let _ = grad;
+        Self::weighted_nll(logits, targets, weights)
+    }
+
     /// The gradient of [`weighted_nll`](Self::weighted_nll) with respect to the logits, for the
-    /// loss's gradient `g: [1]`: `(softmax(logits) − one-hot(target))·weight·g`.
+    /// loss's gradient `g: [1]`: `(softmax(logits) − one-hot(target))·weight·g`, in the
+    /// logits' dtype.
     fn weighted_nll_backward(
         logits: Tensor<Self, 3>,
         targets: Tensor<Self, 3, Int>,
         weights: Tensor<Self, 3>,
         g: Tensor<Self, 1>,
     ) -> Tensor<Self, 3> {
+        let dtype = logits.dtype().into();
+        Self::weighted_nll_backward_as(logits, targets, weights, g, dtype)
+    }
+
+    /// [`weighted_nll_backward`](Self::weighted_nll_backward) written in `out` (computed in the
+    /// logits' dtype).
+    fn weighted_nll_backward_as(
+        logits: Tensor<Self, 3>,
+        targets: Tensor<Self, 3, Int>,
+        weights: Tensor<Self, 3>,
+        g: Tensor<Self, 1>,
+        out: FloatDType,
+    ) -> Tensor<Self, 3> {
         let coef = weights * g.reshape([1, 1, 1]);
         let d = softmax(logits, 2) * coef.clone();
         d.scatter(2, targets, coef.neg(), IndexingUpdateOp::Add)
+            .cast(out)
     }
 
     /// `a + b + c` written in `out`, each term cast to it and summed left to right; `b` may
@@ -641,17 +668,19 @@ where
         from_prim::<Self, 1>(rows).sum()
     }
 
-    fn weighted_nll_backward(
+    fn weighted_nll_backward_as(
         logits: Tensor<Self, 3>,
         targets: Tensor<Self, 3, Int>,
         weights: Tensor<Self, 3>,
         g: Tensor<Self, 1>,
+        out: FloatDType,
     ) -> Tensor<Self, 3> {
         let coef = weights * g.reshape([1, 1, 1]);
         from_prim(crate::kernels::weighted_nll_backward(
             to_prim(logits),
             targets.into_primitive(),
             to_prim(coef),
+            out.into(),
         ))
     }
 

@@ -237,6 +237,15 @@ impl<B: Backend> BaseWeight<B> {
     pub fn is_quantized(&self) -> bool {
         !matches!(self, BaseWeight::Dense(_))
     }
+
+    /// The dtype its matmul multiplies in.
+    pub fn compute_dtype(&self) -> burn::tensor::FloatDType {
+        match self {
+            BaseWeight::Dense(w) => w.val().dtype().into(),
+            BaseWeight::Nf4(q) if q.bf16 => burn::tensor::FloatDType::BF16,
+            BaseWeight::Nf4(_) => burn::tensor::FloatDType::F32,
+        }
+    }
 }
 
 impl<B: crate::ModelBackend> crate::GptNeoxForCausalLM<B> {

@@ -1,7 +1,7 @@
 //! Causal-LM cross-entropy as HF computes it: logits at position t score label t + 1, labels of
 //! -100 are ignored, and the mean runs over all scored tokens of the batch.
 
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{FloatDType, Int, Tensor, TensorData};
 
 use crate::ModelBackend;
 
@@ -14,6 +14,17 @@ pub const IGNORE_INDEX: i64 = -100;
 pub fn causal_lm_nll_sum<B: ModelBackend>(
     logits: Tensor<B, 3>,
     labels: &[Vec<i64>],
+) -> (Tensor<B, 1>, usize) {
+    let dtype = logits.dtype().into();
+    causal_lm_nll_sum_as(logits, labels, dtype)
+}
+
+/// [`causal_lm_nll_sum`] whose gradient with respect to the logits is written in `grad` (the
+/// head's weight's dtype: a bf16 head multiplies the gradient rounded to bf16 anyway).
+pub fn causal_lm_nll_sum_as<B: ModelBackend>(
+    logits: Tensor<B, 3>,
+    labels: &[Vec<i64>],
+    grad: FloatDType,
 ) -> (Tensor<B, 1>, usize) {
     let [b, t, v] = logits.dims();
     assert_eq!(labels.len(), b, "one label row per batch row");
@@ -33,5 +44,5 @@ pub fn causal_lm_nll_sum<B: ModelBackend>(
     let targets = Tensor::<B, 3, Int>::from_data(TensorData::new(targets, [b, t, 1]), &device);
     let weights = Tensor::<B, 3>::from_data(TensorData::new(weights, [b, t, 1]), &device);
     crate::timeline::mark(&logits, "loss");
-    (B::weighted_nll(logits, targets, weights), count)
+    (B::weighted_nll_as(logits, targets, weights, grad), count)
 }

@@ -245,10 +245,21 @@ fn loss_checks() {
     );
     let g = Tensor::<Flex, 1>::from_floats([0.7], &cpu);
     let gg = Tensor::<G, 1>::from_floats([0.7], &gpu);
+    let want = Flex::weighted_nll_backward(logits, t, w, g);
     close(
-        G::weighted_nll_backward(logitsg, tg, wg, gg),
-        Flex::weighted_nll_backward(logits, t, w, g),
+        G::weighted_nll_backward(logitsg.clone(), tg.clone(), wg.clone(), gg.clone()),
+        want.clone(),
     );
+    // written in another dtype (bf16 for a bf16 head on CUDA; lavapipe has f16), from the
+    // same f32 computation: f32's gradient rounded once
+    let half = G::weighted_nll_backward_as(logitsg, tg, wg, gg, FloatDType::F16);
+    assert_eq!(half.dtype(), FloatDType::F16.into());
+    half.cast(FloatDType::F32)
+        .into_data()
+        .assert_approx_eq::<f32>(
+            &want.cast(FloatDType::F16).cast(FloatDType::F32).into_data(),
+            Tolerance::rel_abs(1e-3, 1e-6),
+        );
 }
 
 /// The split of the fused projection with the rotary embedding (partial, as GPT-NeoX's; none;

@@ -58,17 +58,17 @@ fn weighted_nll_kernel<F: Float, I: Numeric, N: Size>(
 /// gradient), computed in f32, zeros for a row of `coef` 0.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-fn weighted_nll_backward_kernel<F: Float, I: Numeric, N: Size>(
+fn weighted_nll_backward_kernel<F: Float, I: Numeric, O: Float, N: Size>(
     logits: &Array<Vector<F, N>>,
     targets: &Array<I>,
     coef: &Array<F>,
-    d: &mut Array<Vector<F, N>>,
+    d: &mut Array<Vector<O, N>>,
     rows: u32,
     v: u32,
     #[comptime] units: u32,
     #[comptime] per_cube: u32,
     #[comptime] plane: bool,
-    #[define(F, I)] _dtypes: [StorageType; 2],
+    #[define(F, I, O)] _dtypes: [StorageType; 3],
 ) {
     let row = row_index(per_cube);
     if row >= rows as usize {
@@ -82,7 +82,7 @@ fn weighted_nll_backward_kernel<F: Float, I: Numeric, N: Size>(
     let mut i = UNIT_POS_X as usize;
     if c == 0.0 {
         while i < vectors {
-            d[base + i] = Vector::new(F::new(0.0));
+            d[base + i] = Vector::new(O::new(0.0));
             i += units as usize;
         }
         terminate!();
@@ -140,17 +140,19 @@ pub fn weighted_nll_rows<R: CubeRuntime>(
 }
 
 /// The logits' gradient of the weighted negative log-likelihood: `(softmax − one-hot)·coef`
-/// per row, `coef: [b, T, 1]` the weights times the loss's gradient.
+/// per row, `coef: [b, T, 1]` the weights times the loss's gradient, computed in f32 and
+/// written in `out`.
 pub fn weighted_nll_backward<R: CubeRuntime>(
     logits: CubeTensor<R>,
     targets: CubeTensor<R>,
     coef: CubeTensor<R>,
+    out: DType,
 ) -> CubeTensor<R> {
     let (logits, targets) = (into_contiguous(logits), into_contiguous(targets));
     let coef = into_contiguous(coef);
-    let d = empty_like(&logits, logits.meta.shape().clone(), logits.dtype);
-    let l = row_launch(&logits, &[logits.dtype]);
-    let dtypes = [logits.dtype.into(), targets.dtype.into()];
+    let d = empty_like(&logits, logits.meta.shape().clone(), out);
+    let l = row_launch(&logits, &[logits.dtype, out]);
+    let dtypes = [logits.dtype.into(), targets.dtype.into(), out.into()];
     weighted_nll_backward_kernel::launch::<R>(
         &logits.client.clone(),
         l.count,

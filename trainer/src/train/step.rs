@@ -12,7 +12,7 @@ use burn::module::Module;
 use burn::tensor::Tensor;
 use shared::GptNeoxForCausalLM;
 use shared::TrainBackend;
-use shared::loss::causal_lm_nll_sum;
+use shared::loss::causal_lm_nll_sum_as;
 
 use super::batch::Batch;
 use super::optim::GradSum;
@@ -36,6 +36,8 @@ pub fn forward_backward<AB: TrainBackend>(
     let t = batch.ids.dims()[1];
     let rope = model.rope(0, t, &device);
     let embedded = model.gpt_neox.embed_in.forward(batch.ids);
+    // the logits' gradient in the head's dtype: a bf16 head multiplies it in bf16 anyway
+    let head = model.embed_out.weight.compute_dtype();
     let layers = &model.gpt_neox.layers;
     if !recompute {
         let mut h = embedded;
@@ -43,7 +45,7 @@ pub fn forward_backward<AB: TrainBackend>(
             AB::seed(&device, layer_seed(seed, l));
             h = layer.forward(h, &rope, None);
         }
-        let (sum, _) = causal_lm_nll_sum(model.head(h), &batch.labels);
+        let (sum, _) = causal_lm_nll_sum_as(model.head(h), &batch.labels, head);
         let loss = sum * loss_scale;
         grads.add(model, &loss.backward());
         return loss.inner();
@@ -60,7 +62,7 @@ pub fn forward_backward<AB: TrainBackend>(
     }
     // The head and the loss.
     let top = Tensor::<AB, 3>::from_inner(inputs.pop().expect("the last output")).require_grad();
-    let (sum, _) = causal_lm_nll_sum(model.head(top.clone()), &batch.labels);
+    let (sum, _) = causal_lm_nll_sum_as(model.head(top.clone()), &batch.labels, head);
     let loss = sum * loss_scale;
     let g = loss.backward();
     grads.add(model, &g);

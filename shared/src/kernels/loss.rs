@@ -82,7 +82,8 @@ fn weighted_nll_backward_kernel<F: Float, I: Numeric, O: Float, N: Size>(
     let mut i = UNIT_POS_X as usize;
     if c == 0.0 {
         while i < vectors {
-            d[base + i] = Vector::new(O::new(0.0));
+            // through an f32 vector, as every other store of this kernel (`O` may be bf16)
+            d[base + i] = Vector::cast_from(Vector::<f32, N>::new(0.0));
             i += units as usize;
         }
         terminate!();

@@ -73,8 +73,9 @@ impl<B: ModelBackend> Backward<B, 1> for QkvAttention {
             mark_prim::<B>(&g, "attention.bwd");
             let c = (q.dims()[3] as f64).powf(-0.5);
             let g: Tensor<B, 4> = from_prim(g);
-            // rounded once for both products
-            let g = if bf16 { g.cast(FloatDType::BF16) } else { g };
+            // rounded once for both products, and laid out once for both: it comes through the
+            // transpose of the heads' `[b, T, h, d]` layout, which cuBLAS cannot batch
+            let g = B::contiguous(if bf16 { g.cast(FloatDType::BF16) } else { g });
             let scores = B::gemm(q.clone(), k.clone().transpose(), bf16);
             let dp = B::gemm(g.clone(), v.transpose(), bf16);
             // P and dS in one pass from the scores, P in f32 in between (unrounded, as

@@ -370,6 +370,12 @@ pub trait ModelBackend: Backend {
     /// Marks the GPU's time where it reaches the work queued next on `device` (`timeline.rs`,
     /// through [`crate::timeline::mark`]): CUDA only, a no-op elsewhere.
     fn mark(_device: &Self::Device, _label: &'static str) {}
+
+    /// `t` laid out contiguously, copied once where it is a strided view that several products
+    /// read (each would copy it for cuBLAS). The identity where layouts cost nothing.
+    fn contiguous<const D: usize>(t: Tensor<Self, D>) -> Tensor<Self, D> {
+        t
+    }
 }
 
 /// LayerNorm's gradients: the input's, and with `affine` gamma's and beta's.
@@ -501,6 +507,10 @@ where
     #[cfg(feature = "cublas")]
     fn mark(device: &Self::Device, label: &'static str) {
         crate::timeline::record(device, label);
+    }
+
+    fn contiguous<const D: usize>(t: Tensor<Self, D>) -> Tensor<Self, D> {
+        from_prim(burn_cubecl::kernel::into_contiguous(to_prim(t)))
     }
 
     /// On cuBLAS where it loads (`cublas.rs`), else burn's matmul.

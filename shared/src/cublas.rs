@@ -46,7 +46,7 @@ use cubecl::cuda::CudaRuntime;
 use cudarc::cublas::{CudaBlas, result as blas, sys};
 use cudarc::driver::{CudaContext, CudaStream};
 
-use crate::gemm_plan::{GemmPlan, Layout, Op, plan};
+use crate::gemm_plan::{GemmPlan, Layout, Op, copies, plan};
 
 /// The variable that picks the matmul: `cublas` (the default), `cublas-handover`,
 /// `cublas-flags`, `cublas-sync` or `cubecl` (`cublas-async`, a former name of the default, is
@@ -277,11 +277,14 @@ fn cuda_matmul(
     // as it is, with no copy
     let c =
         empty_device_contiguous_dtype(a.client.clone(), a.device.clone(), Shape::from(shape), out);
-    // strides cuBLAS cannot take: contiguous copies, and a second try
+    // strides cuBLAS cannot take: contiguous copies of the operands that need one, and a
+    // second try
     let (a, b, p) = match plan(&layout(&a), &layout(&b), &layout(&c)) {
         Some(p) => (a, b, p),
         None => {
-            let (a, b) = (into_contiguous(a), into_contiguous(b));
+            let [ca, cb] = copies(&layout(&a), &layout(&b), &layout(&c)).unwrap_or([true; 2]);
+            let a = if ca { into_contiguous(a) } else { a };
+            let b = if cb { into_contiguous(b) } else { b };
             let Some(p) = plan(&layout(&a), &layout(&b), &layout(&c)) else {
                 return Err((a, b));
             };

@@ -129,6 +129,44 @@ pub fn plan(a: &Layout, b: &Layout, c: &Layout) -> Option<GemmPlan> {
     Some(p)
 }
 
+/// Row-major (contiguous) strides for `shape`.
+fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
+    let mut strides = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        strides[i] = strides[i + 1] * shape[i + 1].max(1);
+    }
+    strides
+}
+
+/// Where [`plan`] refuses `a` and `b`: which of them to copy into contiguous memory for it to
+/// take them (`[copy a, copy b]`), copying as little as it can (one operand where that is
+/// enough: attention's backward reads the heads' gradient through a transposed view, whose
+/// batch does not fold, beside a factor that fits as it is), or `None` where copies do not
+/// help either.
+pub fn copies(a: &Layout, b: &Layout, c: &Layout) -> Option<[bool; 2]> {
+    let (da, db) = (contiguous_strides(a.shape), contiguous_strides(b.shape));
+    let dense_a = Layout {
+        shape: a.shape,
+        strides: &da,
+    };
+    let dense_b = Layout {
+        shape: b.shape,
+        strides: &db,
+    };
+    // the smaller operand copied first where both would do
+    let a_first = a.shape.iter().product::<usize>() <= b.shape.iter().product::<usize>();
+    let one = if a_first {
+        [[true, false], [false, true]]
+    } else {
+        [[false, true], [true, false]]
+    };
+    one.into_iter().chain([[true, true]]).find(|&[ca, cb]| {
+        let a = if ca { &dense_a } else { a };
+        let b = if cb { &dense_b } else { b };
+        plan(a, b, c).is_some()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -390,5 +428,48 @@ mod tests {
             strides: &[0, 5, 1],
         };
         assert_eq!(plan(&a0, &b0, &c), None);
+    }
+
+    /// Attention's backward: the heads' gradient `g` (`[b, h, T, d]` read through the
+    /// `[b, T, h, d]` layout the output projection wrote) times `vᵀ` (a transposed view), and
+    /// `Pᵀ` (a transposed view) times `g`: only `g` is copied, not the other factor.
+    #[test]
+    fn only_the_operand_that_does_not_fit_is_copied() {
+        let (b, h, t, d) = (2usize, 3, 5, 4);
+        let g = Layout {
+            shape: &[b, h, t, d],
+            strides: &[t * h * d, d, h * d, 1],
+        };
+        let vt = Layout {
+            shape: &[b, h, d, t],
+            strides: &[h * t * d, t * d, 1, d],
+        };
+        let dp = Layout {
+            shape: &[b, h, t, t],
+            strides: &[h * t * t, t * t, t, 1],
+        };
+        assert_eq!(plan(&g, &vt, &dp), None);
+        assert_eq!(copies(&g, &vt, &dp), Some([true, false]));
+        let pt = Layout {
+            shape: &[b, h, t, t],
+            strides: &[h * t * t, t * t, 1, t],
+        };
+        let dv = Layout {
+            shape: &[b, h, t, d],
+            strides: &[h * t * d, t * d, d, 1],
+        };
+        assert_eq!(copies(&pt, &g, &dv), Some([false, true]));
+        // both copied where each needs it; none where the output does not fit
+        let bt = Layout {
+            shape: &[b, h, d, t],
+            strides: &[t * d, t * h * d, 1, d],
+        };
+        assert_eq!(copies(&g, &bt, &dp), Some([true, true]));
+        let ct = Layout {
+            shape: &[b, h, t, t],
+            strides: &[h * t * t, t * t, 1, t],
+        };
+        assert_eq!(copies(&g, &vt, &ct), None);
+        assert_eq!(contiguous_strides(&[2, 3, 4]), [12, 4, 1]);
     }
 }

@@ -36,6 +36,12 @@ fn mark_prim<B: ModelBackend>(t: &FloatTensor<B>, label: &'static str) {
 /// The timeline's label for the backward work between this module's nodes.
 const BWD_OTHER: &str = "bwd.other";
 
+/// `d`, a node's last result, after marking the node's end ([`BWD_OTHER`]).
+fn done<B: ModelBackend>(d: FloatTensor<B>) -> FloatTensor<B> {
+    mark_prim::<B>(&d, BWD_OTHER);
+    d
+}
+
 /// A frozen base product's backward label, guessed from its weight's `[in, out]` (GPT-NeoX's
 /// four projections and the head).
 fn matmul_label(i: usize, o: usize) -> &'static str {
@@ -90,9 +96,13 @@ impl<B: ModelBackend> Backward<B, 1> for QkvAttention {
             let dv = B::gemm(p.transpose(), g, bf16);
             let dk = B::gemm(ds.clone().transpose(), q, bf16);
             let dq = B::gemm(ds, k, bf16);
-            let d = to_prim(B::split_qkv_rope_backward(dq, dk, dv, &rope, dtype.into()));
-            mark_prim::<B>(&d, BWD_OTHER);
-            d
+            done::<B>(to_prim(B::split_qkv_rope_backward(
+                dq,
+                dk,
+                dv,
+                &rope,
+                dtype.into(),
+            )))
         });
     }
 }
@@ -108,9 +118,7 @@ impl<B: ModelBackend, const D: usize> Backward<B, 1> for Gelu<D> {
         let x: Tensor<B, D> = from_prim(ops.state);
         unary::<B, _>(ops.parents, ops.node, grads, |g| {
             mark_prim::<B>(&g, "gelu.bwd");
-            let d = to_prim(B::gelu_erf_backward(x, from_prim(g)));
-            mark_prim::<B>(&d, BWD_OTHER);
-            d
+            done::<B>(to_prim(B::gelu_erf_backward(x, from_prim(g))))
         });
     }
 }
@@ -138,8 +146,7 @@ impl<B: ModelBackend, const D: usize> Backward<B, 3> for LayerNorm<D> {
                 grads.register::<B>(node.id, to_prim(dbeta));
             }
         }
-        let dx = to_prim(dx);
-        mark_prim::<B>(&dx, BWD_OTHER);
+        let dx = done::<B>(to_prim(dx));
         if let Some(node) = px {
             grads.register::<B>(node.id, dx);
         }
@@ -165,9 +172,7 @@ impl<B: ModelBackend> Backward<B, 1> for WeightedNll {
                 from_prim(g),
                 out,
             );
-            let d = to_prim(d);
-            mark_prim::<B>(&d, BWD_OTHER);
-            d
+            done::<B>(to_prim(d))
         });
     }
 }
@@ -184,9 +189,10 @@ impl<B: ModelBackend, const D: usize> Backward<B, 1> for Nf4Matmul<D> {
         unary::<B, _>(ops.parents, ops.node, grads, |g| {
             mark_prim::<B>(&g, "nf4.bwd");
             // dx = g·Wᵀ, in the weight's compute dtype; `nf4_weight` is Wᵀ (`[out, in]`).
-            let d = to_prim(B::base_matmul::<D>(from_prim(g), B::nf4_weight(&w)));
-            mark_prim::<B>(&d, BWD_OTHER);
-            d
+            done::<B>(to_prim(B::base_matmul::<D>(
+                from_prim(g),
+                B::nf4_weight(&w),
+            )))
         });
     }
 }
@@ -205,13 +211,11 @@ impl<B: ModelBackend, const D: usize> Backward<B, 1> for BaseMatmul<D> {
             let [i, o] = w.dims();
             mark_prim::<B>(&g, matmul_label(i, o));
             // dx = g·Wᵀ, multiplied as the forward pass multiplies, in the input's dtype
-            let d = to_prim(B::base_matmul_as::<D>(
+            done::<B>(to_prim(B::base_matmul_as::<D>(
                 from_prim(g),
                 w.transpose(),
                 dtype.into(),
-            ));
-            mark_prim::<B>(&d, BWD_OTHER);
-            d
+            )))
         });
     }
 }
@@ -271,10 +275,10 @@ impl<B: ModelBackend, const D: usize> Backward<B, 2> for Gemm<D> {
             grads.register::<B>(node.id, to_prim(da));
         }
         if let (Some(node), Some(a)) = (pb, s.a) {
-            let db = to_prim(grad(from_prim::<B, D>(a).transpose(), g, 1));
-            mark_prim::<B>(&db, BWD_OTHER);
-            grads.register::<B>(node.id, db);
+            let db = grad(from_prim::<B, D>(a).transpose(), g.clone(), 1);
+            grads.register::<B>(node.id, to_prim(db));
         }
+        mark_prim::<B>(&to_prim(g), BWD_OTHER);
     }
 }
 
@@ -330,8 +334,7 @@ impl<B: ModelBackend, const D: usize> Backward<B, 2> for GeluBias<D> {
             let db = dx.clone().reshape([-1, n as i32]).sum_dim(0).reshape([n]);
             grads.register::<B>(node.id, to_prim(db.cast(bias.dtype())));
         }
-        let dx = to_prim(dx);
-        mark_prim::<B>(&dx, BWD_OTHER);
+        let dx = done::<B>(to_prim(dx));
         if let Some(node) = px {
             grads.register::<B>(node.id, dx);
         }

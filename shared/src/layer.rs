@@ -42,16 +42,17 @@ impl<B: ModelBackend> Layer<B> {
             // no cache the LayerNorms write bf16, for the bf16 products that read them, and
             // the branches write their products in bf16 (their inputs' dtype), as a bf16
             // model in PyTorch does; the residual sum adds them to `h` in f32.
-            let out = match cache {
-                None if self.input_layernorm.bf16_stash => FloatDType::BF16,
-                _ => h.dtype().into(),
+            let bf16 = cache.is_none() && self.input_layernorm.bf16_stash;
+            let norm = |ln: &LayerNorm<B>, x| match bf16 {
+                true => ln.forward_as(x, FloatDType::BF16),
+                false => ln.forward(x),
             };
-            let x = self.input_layernorm.forward_as(hn.clone(), out);
+            let x = norm(&self.input_layernorm, hn.clone());
             let (a, ba) = self.attention.forward_parts(x, rope, cache);
             mark(&hn, "layernorm");
             let (m, bm) = self
                 .mlp
-                .forward_parts(self.post_attention_layernorm.forward_as(hn, out));
+                .forward_parts(norm(&self.post_attention_layernorm, hn));
             mark(&m, "residual");
             let dtype = h.dtype().into();
             match (bm, ba) {

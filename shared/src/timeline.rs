@@ -45,6 +45,13 @@ pub fn mark<B: ModelBackend, const D: usize>(x: &Tensor<B, D>, label: &'static s
     }
 }
 
+/// [`mark`] where the caller holds a device rather than a tensor (the training loop's marks).
+pub fn mark_on<B: ModelBackend>(device: &B::Device, label: &'static str) {
+    if enabled() {
+        B::mark(device, label);
+    }
+}
+
 /// One recorded mark: the GPU's time at it and the host's time when it was queued, in ms
 /// (each from its own origin).
 #[derive(Debug, Clone, PartialEq)]

@@ -130,9 +130,7 @@ fn bench_on<AB: TrainBackend>(
             timeline::set_enabled(args.timeline);
         }
         let ts = Instant::now();
-        if timeline::enabled() {
-            AB::mark(&device, timeline::STEP);
-        }
+        timeline::mark_on::<AB>(&device, timeline::STEP);
         let batch = collate::<AB>(&refs, 0, &device);
         let n = batch.scored;
         let mut grads = GradSum::<AB::InnerBackend>::default();
@@ -144,9 +142,7 @@ fn bench_on<AB: TrainBackend>(
             args.grad_checkpointing,
             &mut grads,
         );
-        if timeline::enabled() {
-            AB::mark(&device, "gradients");
-        }
+        timeline::mark_on::<AB>(&device, "gradients");
         let grads = grads.flatten().expect("LoRA weights have gradients");
         let queued = ts.elapsed().as_secs_f64();
         let norm = grads.norm();
@@ -155,9 +151,7 @@ fn bench_on<AB: TrainBackend>(
             wait_s += ts.elapsed().as_secs_f64() - queued;
         }
         let scale = clip_scale(norm, 1.0);
-        if timeline::enabled() {
-            AB::mark(&device, "optimizer");
-        }
+        timeline::mark_on::<AB>(&device, "optimizer");
         model = opt.step(model, &grads, 1e-3, scale);
         step_s.push(ts.elapsed().as_secs_f64());
         losses.push(loss);
@@ -168,9 +162,7 @@ fn bench_on<AB: TrainBackend>(
             );
         }
     }
-    if timeline::enabled() {
-        AB::mark(&device, "end");
-    }
+    timeline::mark_on::<AB>(&device, "end");
     let losses: Vec<f32> = losses
         .into_iter()
         .map(|l| l.into_scalar().elem::<f32>())

@@ -93,9 +93,16 @@ impl<B: ModelBackend> Backward<B, 1> for QkvAttention {
                 scores.dtype().into()
             };
             let (p, ds) = B::causal_softmax_backward(scores, dp, c, dtype_p);
-            let dv = B::gemm(p.transpose(), g, bf16);
-            let dk = B::gemm(ds.clone().transpose(), q, bf16);
-            let dq = B::gemm(ds, k, bf16);
+            // q's, k's and v's gradients in bf16 straight from the products, as a bf16 model
+            // in PyTorch has them (the rotary transpose then reads them in f32 arithmetic):
+            // half the bytes of f32 for the products to write and the split to read
+            let product = |a, b| match bf16 {
+                true => B::gemm_as(a, b, true, FloatDType::BF16),
+                false => B::gemm(a, b, false),
+            };
+            let dv = product(p.transpose(), g);
+            let dk = product(ds.clone().transpose(), q);
+            let dq = product(ds, k);
             done::<B>(to_prim(B::split_qkv_rope_backward(
                 dq,
                 dk,
@@ -255,9 +262,13 @@ impl<B: ModelBackend, const D: usize> Backward<B, 2> for Gemm<D> {
         let g = grads.consume::<B>(&ops.node);
         mark_prim::<B>(&g, "lora.bwd");
         let g: Tensor<B, D> = from_prim(g);
-        // without bf16 factors the products take one dtype: a gradient written in another
-        // (`gemm_as`) multiplies in the factors'
-        let g = if s.bf16 { g } else { g.cast(s.dtypes[0]) };
+        // bf16 factors: the gradient rounded to bf16 once for both products; without, the
+        // products take one dtype: a gradient written in another (`gemm_as`) multiplies in
+        // the factors'
+        let g = g.cast(match s.bf16 {
+            true => DType::BF16,
+            false => s.dtypes[0],
+        });
         let [pa, pb] = ops.parents;
         // a factor's gradient in its dtype: written so by the product (cuBLAS writes a bf16
         // input's gradient in bf16), or where the factor broadcast over batch dimensions,
@@ -372,6 +383,13 @@ fn gemm_node<B: ModelBackend, C: CheckpointStrategy, const D: usize>(
     let (a, b) = (to_prim(a), to_prim(b));
     let ai = from_prim::<B, D>(a.primitive.clone());
     let bi = from_prim::<B, D>(b.primitive.clone());
+    let dtypes = [ai.dtype(), bi.dtype()];
+    // bf16 factors rounded once, here: the backward products read the copies the forward one
+    // did (the same numbers, without a cast kernel each for LoRA's A, B and x·A every layer)
+    let (ai, bi) = match bf16 {
+        true => (ai.cast(FloatDType::BF16), bi.cast(FloatDType::BF16)),
+        false => (ai, bi),
+    };
     let y = match out {
         Some(out) => B::gemm_as(ai.clone(), bi.clone(), bf16, out),
         None => B::gemm(ai.clone(), bi.clone(), bf16),
@@ -379,7 +397,7 @@ fn gemm_node<B: ModelBackend, C: CheckpointStrategy, const D: usize>(
     let (keep_a, keep_b) = (!b.node.requirement.is_none(), !a.node.requirement.is_none());
     record(Gemm::<D>, [&a, &b], y, || GemmState {
         shapes: [ai.dims().to_vec(), bi.dims().to_vec()],
-        dtypes: [ai.dtype(), bi.dtype()],
+        dtypes,
         a: keep_a.then(|| to_prim(ai)),
         b: keep_b.then(|| to_prim(bi)),
         bf16,

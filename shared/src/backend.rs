@@ -182,8 +182,14 @@ pub trait ModelBackend: Backend {
         rope: &Rope<Self>,
         dtype: FloatDType,
     ) -> Tensor<Self, 4> {
+        // in f32 (the rotary tables'), from bf16 gradients too, as the kernel computes
+        let f32 = |t: Tensor<Self, 4>| t.cast(FloatDType::F32);
         Tensor::cat(
-            vec![rope.apply_transpose(dq), rope.apply_transpose(dk), dv],
+            vec![
+                rope.apply_transpose(f32(dq)),
+                rope.apply_transpose(f32(dk)),
+                f32(dv),
+            ],
             3,
         )
         .cast(dtype)
@@ -650,12 +656,16 @@ where
         dtype: FloatDType,
     ) -> Tensor<Self, 4> {
         let [b, h, t, d] = dq.dims();
-        // written in the projection's own order, [b, T, h, 3·d], and handed back as the
-        // [b, h, T, 3·d] view the forward pass took, so its reshape needs no copy
-        let out = Tensor::<Self, 4>::empty([b, t, h, 3 * d], (&dq.device(), dtype.into()))
-            .swap_dims(1, 2);
-        let (cos, sin) = rope.tables();
         let parts = [to_prim(dq), to_prim(dk), to_prim(dv)];
+        // written in the projection's own order, [b, T, h, 3·d], and handed back as the
+        // [b, h, T, 3·d] view the forward pass took, so its reshape needs no copy. Allocated
+        // dense: CUDA's pitched layout pads a row of 3·d bf16 (768 bytes) to 1024, the kernel
+        // then wrote a dense [b, h, T, 3·d] of its own, and the reshape copied it (100 MB a
+        // layer at the 1.3B shape; tools/fake-cuda's trace showed it).
+        let shape = burn::tensor::Shape::new([b, t, h, 3 * d]);
+        let out = crate::kernels::empty_dense(&parts[0], shape, dtype.into());
+        let out = from_prim::<Self, 4>(out).swap_dims(1, 2);
+        let (cos, sin) = rope.tables();
         from_prim(crate::kernels::split_qkv_rope_backward(
             parts,
             to_prim(cos),

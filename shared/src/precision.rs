@@ -145,6 +145,7 @@ mod tests {
         let exact = lora_gradients(FloatDType::F32);
         let bf16 = lora_gradients(FloatDType::BF16);
         assert_eq!(exact.len(), 16, "2 layers × 4 projections × (A, B)");
+        let mut worst = 0f32;
         for (i, (e, b)) in exact.iter().zip(&bf16).enumerate() {
             let norm = e.iter().map(|v| v * v).sum::<f32>().sqrt();
             let err = e
@@ -154,10 +155,15 @@ mod tests {
                 .sum::<f32>()
                 .sqrt();
             assert!(norm > 1e-4, "factor {i}: gradient {norm} carries no signal");
+            worst = worst.max(err / norm);
             assert!(
                 err < 2e-2 * norm,
                 "factor {i}: |bf16 − f32| = {err} against |f32| = {norm}"
             );
         }
+        eprintln!(
+            "worst factor: |bf16 − f32| / |f32| = {:.2} %",
+            100.0 * worst
+        );
     }
 }

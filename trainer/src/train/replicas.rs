@@ -28,7 +28,8 @@ pub struct Replicas<AB: TrainBackend> {
     devices: Vec<AB::Device>,
 }
 
-/// Copies every parameter to a device through host memory, keeping ids and `require_grad`.
+/// Copies every parameter to a device through host memory, keeping ids, `require_grad` and
+/// dtypes (`from_data` with a device alone would make a bf16 base f32 on the other devices).
 struct CopyTo<'a, B: Backend> {
     device: &'a B::Device,
 }
@@ -37,12 +38,18 @@ impl<B: Backend> ModuleMapper<B> for CopyTo<'_, B> {
     fn map_float<const D: usize>(&mut self, p: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
         p.map(|t| {
             let grad = t.is_require_grad();
-            let t = Tensor::from_data(t.into_data(), self.device);
+            let data = t.into_data();
+            let dtype = data.dtype;
+            let t = Tensor::from_data(data, (self.device, dtype));
             if grad { t.require_grad() } else { t }
         })
     }
     fn map_int<const D: usize>(&mut self, p: Param<Tensor<B, D, Int>>) -> Param<Tensor<B, D, Int>> {
-        p.map(|t| Tensor::from_data(t.into_data(), self.device))
+        p.map(|t| {
+            let data = t.into_data();
+            let dtype = data.dtype;
+            Tensor::from_data(data, (self.device, dtype))
+        })
     }
     fn map_bool<const D: usize>(
         &mut self,
@@ -216,6 +223,37 @@ mod tests {
     fn replicas_apply_one_update_and_stay_identical() {
         // Two "devices": the one CPU device twice.
         three_steps::<Autodiff<Flex>>(&[Default::default(), Default::default()]);
+    }
+
+    /// A bf16 base stays bf16 on every replica (the first CUDA run of `--devices 0,1 --dtype
+    /// bf16` under tools/fake-cuda: the second replica's weights had become f32, and cuBLAS
+    /// refused its f32 × f32 → bf16 products).
+    #[test]
+    fn copies_keep_each_weights_dtype() {
+        use burn::tensor::{DType, FloatDType};
+        struct Dtypes(Vec<DType>);
+        impl<B: Backend> ModuleVisitor<B> for Dtypes {
+            fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<B, D>>) {
+                self.0.push(p.val().dtype());
+            }
+        }
+        let dtypes = |m: &GptNeoxForCausalLM<Flex>| {
+            let mut v = Dtypes(Vec::new());
+            m.visit(&mut v);
+            v.0
+        };
+        let config = GptNeoxConfig::from_hf_json(
+            r#"{"vocab_size": 64, "hidden_size": 32, "num_hidden_layers": 1,
+                "num_attention_heads": 4, "intermediate_size": 64}"#,
+        )
+        .unwrap();
+        let device = Default::default();
+        let model =
+            GptNeoxForCausalLM::<Flex>::init(&config, 0.02, 1, &device).cast_base(FloatDType::BF16);
+        let before = dtypes(&model);
+        assert!(before.contains(&DType::BF16) && before.contains(&DType::F32));
+        let copy = model.map(&mut CopyTo { device: &device });
+        assert_eq!(dtypes(&copy), before);
     }
 
     /// Two distinct wgpu devices (two instances of lavapipe here), so that the all-reduce

@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# The trainer's CUDA path, with no GPU: every kernel it launches compiled by the real NVRTC for
+# an H200 (sm_90a), every cuBLAS product's arguments checked, and the host side run through
+# CUDA's driver calls (fake_cuda.c says what is and is not checked). Run it before spending a
+# lent GPU's minutes, and in CI (.ci/run).
+#
+#   bash tools/fake-cuda/check.sh [TRAINER]
+#
+# TRAINER: a trainer binary built with `--features cuda` (default: builds the dev profile's
+# with `--features cuda,wgpu`). NVRTC 13.0 and CUDA's headers come from NVIDIA's wheels on PyPI
+# (about 95 MB, checked against their sha256, kept in ~/.cache/law-polyglot/cuda-13.0); only
+# `curl` and `unzip` are needed, no Python. A run fails on a compilation error, a product cuBLAS
+# would reject, a fallback from cuBLAS to CubeCL, or a non-zero exit. `--census` also prints the
+# 1.3B shape's kernel launches per training step, by kernel.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+CACHE="${LAW_CUDA_CACHE:-$HOME/.cache/law-polyglot/cuda-13.0}"
+log() { printf '[fake-cuda] %s\n' "$*" >&2; }
+
+census=0
+args=()
+for a in "$@"; do
+  if [ "$a" = --census ]; then census=1; else args+=("$a"); fi
+done
+
+# name, version and platform tag of each wheel, and its sha256
+WHEELS="
+nvidia_cuda_nvrtc-13.0.88-py3-none-manylinux2010_x86_64.manylinux_2_12_x86_64.whl ad9b6d2ead2435f11cbb6868809d2adeeee302e9bb94bcf0539c7a40d80e8575
+nvidia_cuda_runtime-13.0.96-py3-none-manylinux2014_x86_64.manylinux_2_17_x86_64.whl 7f82250d7782aa23b6cfe765ecc7db554bd3c2870c43f3d1821f1d18aebf0548
+nvidia_cuda_crt-13.0.88-py3-none-manylinux2014_x86_64.manylinux_2_17_x86_64.whl 2c8043c7c9e02492716426e9919fc78d2c5b3b2a7a768a88e952676b08aa55a4
+nvidia_cuda_cccl-13.0.85-py3-none-manylinux2014_x86_64.manylinux_2_17_x86_64.whl e0da7ad981f3a8aff08241b5bfc1af868742a63e2762f53a5171c492ef242649
+"
+
+fetch() {
+  local file=$1 sum=$2 project url
+  [ -f "$CACHE/wheels/$file" ] && return 0
+  project=$(echo "$file" | cut -d- -f1 | tr _ -)
+  url=$(curl -fsSL "https://pypi.org/simple/$project/" | grep -o "https://[^\"#]*/$file" | head -n 1) || true
+  if [ -z "$url" ]; then
+    log "cannot find $file on PyPI"
+    return 1
+  fi
+  log "downloading $file"
+  curl -fsSL -o "$CACHE/wheels/$file.part" "$url"
+  echo "$sum  $CACHE/wheels/$file.part" | sha256sum -c --quiet
+  mv "$CACHE/wheels/$file.part" "$CACHE/wheels/$file"
+}
+
+if [ ! -f "$CACHE/ready" ]; then
+  mkdir -p "$CACHE/wheels"
+  echo "$WHEELS" | while read -r file sum; do
+    if [ -n "$file" ]; then fetch "$file" "$sum"; fi
+  done
+  rm -rf "$CACHE/root"
+  for w in "$CACHE"/wheels/*.whl; do unzip -qo "$w" 'nvidia/*' -d "$CACHE/root"; done
+  touch "$CACHE/ready"
+fi
+CUDA="$CACHE/root/nvidia/cu13"
+
+# the stand-in driver and cuBLAS, one library under both names
+FAKE="$CACHE/fake"
+mkdir -p "$FAKE"
+cc -shared -fPIC -O1 -Wall -Wextra -Werror -I"$CUDA/include" \
+  tools/fake-cuda/fake_cuda.c tools/fake-cuda/fake_cublas.c -o "$FAKE/libfakecuda.so"
+for name in libcuda.so libcuda.so.1 libcublas.so libcublas.so.13; do
+  ln -sf libfakecuda.so "$FAKE/$name"
+done
+
+TRAINER="${args[0]:-}"
+if [ -z "$TRAINER" ]; then
+  log "building the trainer (dev profile, --features cuda,wgpu)"
+  cargo build -q -p trainer --features cuda,wgpu
+  TRAINER="${CARGO_TARGET_DIR:-target}/debug/trainer"
+fi
+
+export CUDA_PATH="$CUDA"
+export LD_LIBRARY_PATH="$FAKE:$CUDA/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+failed=0
+# run NAME ARGS...: the trainer's command under the fake driver, judged by its exit status and
+# its output
+run() {
+  local name=$1
+  shift
+  local out="$WORK/$name.log" rc=0
+  "$TRAINER" "$@" >"$out" 2>&1 || rc=$?
+  local bad
+  bad=$(grep -m 3 -E 'Compilation Error|fake cuBLAS: .* rejected|warning: (a )?cuBLAS|using CubeCL|panicked' "$out" || true)
+  if [ "$rc" != 0 ] || [ -n "$bad" ] || ! grep -q '^fake-cuda: [1-9]' "$out"; then
+    failed=1
+    log "FAILED: $name (exit $rc): trainer $*"
+    [ -n "$bad" ] && printf '%s\n' "$bad" >&2
+    grep -m 1 -A 8 'Compilation Error' "$out" >&2 || tail -n 25 "$out" >&2
+  else
+    log "ok: $name: $(grep '^fake-cuda: ' "$out" | tail -n 1 | cut -d' ' -f2-)"
+  fi
+}
+
+SHAPE=(--hidden 2048 --heads 16 --inter 8192 --vocab 30080 --batch 8 --seq 512 --layers 24
+  --lora-r 8 --lora-dropout 0.05)
+run bf16 bench-train --device cuda "${SHAPE[@]}" --steps 1 --dtype bf16
+run bf16-timeline bench-train --device cuda "${SHAPE[@]}" --steps 1 --dtype bf16 --timeline
+run f32 bench-train --device cuda "${SHAPE[@]}" --steps 1 --dtype f32
+run qlora bench-train --device cuda "${SHAPE[@]}" --steps 1 --dtype bf16 --quant nf4
+run qlora-no-dq bench-train --device cuda "${SHAPE[@]}" --steps 1 --dtype bf16 --quant nf4 \
+  --no-double-quant
+run grad-checkpointing bench-train --device cuda "${SHAPE[@]}" --steps 1 --dtype bf16 \
+  --grad-checkpointing
+run sft-bf16 sft --device cuda --dtype bf16 --max-steps 2 --show-answers 1 --out "$WORK/sft"
+FAKE_CUDA_DEVICES=2 run sft-2-devices sft --device cuda --devices 0,1 --dtype bf16 \
+  --max-steps 2 --show-answers 0 --out "$WORK/sft2"
+run sft-qlora sft --device cuda --dtype bf16 --quant nf4 --grad-checkpointing --max-steps 2 \
+  --show-answers 0 --out "$WORK/sft3"
+run generate generate --device cuda --max-new-tokens 4 --prompt "헌법 제1조는?"
+run generate-nf4 generate --device cuda --quant nf4 --max-new-tokens 4 --prompt "헌법 제1조는?"
+
+if [ "$census" = 1 ]; then
+  # launches of 1 and of 3 timed steps (each after 3 warm-up steps): the difference over 2
+  for n in 1 3; do
+    FAKE_CUDA_QUIET=1 FAKE_CUDA_CENSUS="$WORK/census$n.tsv" "$TRAINER" bench-train \
+      --device cuda "${SHAPE[@]}" --steps $n --dtype bf16 >/dev/null 2>&1
+  done
+  echo "kernel launches per step, 1.3B shape, bf16, 8 x 512 (launches, elements' threads, kernel):"
+  awk -F'\t' 'FNR == 1 { next } FILENAME ~ /census1/ { n[$4] -= $1; t[$4] -= $3; next }
+    { n[$4] += $1; t[$4] += $3 }
+    END { for (k in n) if (n[k] > 0) { printf "%6.1f %10.0f  %s\n", n[k] / 2, t[k] / 2, k; s += n[k] / 2 }
+          printf "%6.1f in all\n", s }' "$WORK/census1.tsv" "$WORK/census3.tsv" | sort -rn
+fi
+
+if [ "$failed" != 0 ]; then
+  log "some runs failed"
+  exit 1
+fi
+log "every run compiled and ran under the stand-in driver"

@@ -8,7 +8,8 @@
 // return what was written (zeros where nothing was). What this catches: every kernel the step
 // launches must compile under NVRTC for sm_90a, as on the GPU (cubecl-cpp writes code that
 // lavapipe and WebGPU accept and NVRTC rejects), and the host side must run through with
-// CUDA's driver calls. What it cannot: any number a kernel computes.
+// CUDA's driver calls. What it cannot: any number a kernel computes. The report at exit gives
+// the peak of the memory allocated from the "device": what CubeCL's pools reserve.
 //
 // Signatures are cuda.h's (the compiler checks them against it). An event's time is the
 // host's clock when it was recorded.
@@ -21,8 +22,9 @@
 
 static uint64_t n_modules, n_launches, n_allocs, ptx_bytes;
 uint64_t fake_cuda_gemms; // counted by fake_cublas.c
+FILE *fake_cuda_trace(void);
 
-// FAKE_CUDA_TRACE=PATH: a line for each launch and product, in order.
+// FAKE_CUDA_TRACE=PATH: a line for each launch, product and allocation, in order.
 FILE *fake_cuda_trace(void) {
     static FILE *trace;
     static int opened;
@@ -286,6 +288,8 @@ CUresult cuMemAlloc_v2(CUdeviceptr *p, size_t bytes) {
     if (!m) return CUDA_ERROR_OUT_OF_MEMORY;
     n_allocs++;
     track((uintptr_t)m, bytes);
+    FILE *trace = fake_cuda_trace();
+    if (trace) fprintf(trace, "alloc\t%zu\n", bytes);
     *p = (CUdeviceptr)(uintptr_t)m;
     return CUDA_SUCCESS;
 }

@@ -13,6 +13,7 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::module::AutodiffModule;
+use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{DType, FloatDType, Int, Tensor};
 
@@ -82,8 +83,16 @@ impl<B: ModelBackend> Backward<B, 1> for QkvAttention {
             // rounded once for both products, and laid out once for both: it comes through the
             // transpose of the heads' `[b, T, h, d]` layout, which cuBLAS cannot batch
             let g = B::contiguous(if bf16 { g.cast(FloatDType::BF16) } else { g });
+            // q's, k's and v's gradients, and the probabilities' (dp), in bf16 straight from
+            // the products, as a bf16 model in PyTorch has them: half the bytes of f32 for the
+            // products to write and the next kernels to read (the rotary transpose and the
+            // softmax's backward compute in f32). The scores stay f32, for the exponential.
+            let product = |a, b| match bf16 {
+                true => B::gemm_as(a, b, true, FloatDType::BF16),
+                false => B::gemm(a, b, false),
+            };
             let scores = B::gemm(q.clone(), k.clone().transpose(), bf16);
-            let dp = B::gemm(g.clone(), v.transpose(), bf16);
+            let dp = product(g.clone(), v.transpose());
             // P and dS in one pass from the scores, P in f32 in between (unrounded, as
             // autodiff through the forward would read it), both written rounded to bf16 once
             // for their products
@@ -93,13 +102,6 @@ impl<B: ModelBackend> Backward<B, 1> for QkvAttention {
                 scores.dtype().into()
             };
             let (p, ds) = B::causal_softmax_backward(scores, dp, c, dtype_p);
-            // q's, k's and v's gradients in bf16 straight from the products, as a bf16 model
-            // in PyTorch has them (the rotary transpose then reads them in f32 arithmetic):
-            // half the bytes of f32 for the products to write and the split to read
-            let product = |a, b| match bf16 {
-                true => B::gemm_as(a, b, true, FloatDType::BF16),
-                false => B::gemm(a, b, false),
-            };
             let dv = product(p.transpose(), g);
             let dk = product(ds.clone().transpose(), q);
             let dq = product(ds, k);
@@ -111,6 +113,38 @@ impl<B: ModelBackend> Backward<B, 1> for QkvAttention {
                 dtype.into(),
             )))
         });
+    }
+}
+
+#[derive(Debug)]
+struct StashBf16<const D: usize>;
+
+impl<B: ModelBackend, const D: usize> Backward<B, 1> for StashBf16<D> {
+    /// The stream's dtype.
+    type State = DType;
+
+    /// `dh += dhn`: the gradient the stream has so far (the residual sum's, registered before
+    /// this node runs, since the sum comes later in the forward pass) taken out and added to
+    /// the LayerNorms' bf16 one in one pass ([`ModelBackend::sum2_as`], in f32: the sum
+    /// autodiff's own `register` would make after a cast node's cast).
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let g = grads.consume::<B>(&ops.node);
+        let [Some(parent)] = ops.parents else {
+            return;
+        };
+        mark_prim::<B>(&g, "stash.bwd");
+        let g: Tensor<B, D> = from_prim(g);
+        let dtype = ops.state;
+        // `Gradients` keys its tensors by node id and takes them out by autodiff tensor only:
+        // the key is a tensor of the parent's node (its values are not read)
+        let mut key = <Autodiff<B> as AutodiffBackend>::from_inner(to_prim(g.clone()));
+        key.node = parent.clone();
+        key.rc = std::sync::Arc::new(parent.id);
+        let dh = match grads.remove::<B>(&key) {
+            Some(old) => B::sum2_as(from_prim::<B, D>(old), g, dtype.into()),
+            None => g.cast(dtype),
+        };
+        grads.register::<B>(parent.id, done::<B>(to_prim(dh)));
     }
 }
 
@@ -521,6 +555,13 @@ impl<B: ModelBackend, C: CheckpointStrategy> ModelBackend for Autodiff<B, C> {
         let (inner, shapes, dtypes) = inner_terms::<B, C, 5, D>(&terms);
         let y = B::sum5_as(inner, out);
         record(SumTerms::<5, D>, terms.each_ref(), y, || (shapes, dtypes))
+    }
+
+    fn stash_bf16<const D: usize>(h: Tensor<Self, D>) -> Tensor<Self, D> {
+        let h = to_prim(h);
+        let inner = from_prim::<B, D>(h.primitive.clone());
+        let dtype = inner.dtype();
+        record(StashBf16::<D>, [&h], inner.cast(FloatDType::BF16), || dtype)
     }
 
     /// One node whose backward reads the input (bf16 with `bf16_stash`) and the bias.

@@ -259,6 +259,16 @@ pub trait ModelBackend: Backend {
         sum3_formula(a, b, c, out)
     }
 
+    /// `a + b` (one shape) written in `out`, each term cast to it. The CubeCL backends compute
+    /// it in one pass, in f32, rounded once (a cast and a sum otherwise).
+    fn sum2_as<const D: usize>(
+        a: Tensor<Self, D>,
+        b: Tensor<Self, D>,
+        out: FloatDType,
+    ) -> Tensor<Self, D> {
+        a.cast(out) + b.cast(out)
+    }
+
     /// `(a + p) + (b + q) + c` written in `out`, each term cast to it; `p` and `q` broadcast
     /// (biases: `[1, …, 1, n]`). The CubeCL backends compute it in one pass, in f32, rounded
     /// once: a parallel residual, its two branches' products with their biases and the
@@ -310,6 +320,14 @@ pub trait ModelBackend: Backend {
         let cdf = ((x.clone() / std::f64::consts::SQRT_2).erf() + 1.0) * 0.5;
         let pdf = (x.clone().powi_scalar(2) * -0.5).exp() * (2.0 * std::f64::consts::PI).powf(-0.5);
         (g * (cdf + x * pdf)).cast(dtype)
+    }
+
+    /// The residual stream `h` rounded to bf16, for a layer's LayerNorms to read and keep
+    /// (`bf16_stash`): a cast. Under autodiff its gradient (the LayerNorms', bf16) is added to
+    /// the stream's own (f32) in one pass, where a cast node would cast it first and autodiff
+    /// add the two after.
+    fn stash_bf16<const D: usize>(h: Tensor<Self, D>) -> Tensor<Self, D> {
+        h.cast(FloatDType::BF16)
     }
 
     /// LayerNorm over the last dimension, `(x − mean)/√(var + ε)·gamma + beta` (biased
@@ -717,6 +735,17 @@ where
         }
         let (a, b, c) = (to_prim(a), to_prim(b), to_prim(c));
         from_prim(crate::kernels::sum3(a, b, c, bias, out.into()))
+    }
+
+    fn sum2_as<const D: usize>(
+        a: Tensor<Self, D>,
+        b: Tensor<Self, D>,
+        out: FloatDType,
+    ) -> Tensor<Self, D> {
+        if a.dims() != b.dims() {
+            return a.cast(out) + b.cast(out);
+        }
+        from_prim(crate::kernels::sum2(to_prim(a), to_prim(b), out.into()))
     }
 
     fn sum5_as<const D: usize>(terms: [Tensor<Self, D>; 5], out: FloatDType) -> Tensor<Self, D> {

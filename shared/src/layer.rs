@@ -33,7 +33,7 @@ impl<B: ModelBackend> Layer<B> {
         // parallel layer's (each would keep one of its own).
         mark(&h, "layernorm");
         let hn = if self.input_layernorm.bf16_stash {
-            h.clone().cast(FloatDType::BF16)
+            B::stash_bf16(h.clone())
         } else {
             h.clone()
         };

@@ -54,8 +54,15 @@ fn sum3_matches_the_sums() {
             pair(shape, 22, 1.0)
         };
         close(
-            G::sum3_as(ag, bg, cg, FloatDType::F32),
-            Flex::sum3_as(a, b, c, FloatDType::F32),
+            G::sum3_as(ag.clone(), bg, cg.clone(), FloatDType::F32),
+            Flex::sum3_as(a.clone(), b, c.clone(), FloatDType::F32),
+        );
+        // two terms, the second in half precision (f16 standing in for bf16: the LayerNorms'
+        // gradient added to the residual stream's, `ModelBackend::stash_bf16`)
+        let (ch, chg) = (c.cast(FloatDType::F16), cg.cast(FloatDType::F16));
+        close(
+            G::sum2_as(ag, chg, FloatDType::F32),
+            Flex::sum2_as(a, ch, FloatDType::F32),
         );
     }
 }
@@ -209,9 +216,15 @@ fn softmax_checks() {
         close(G::causal_softmax(sg.clone(), 0.3), p.clone());
         // the backward pass from the scores: the probabilities and the scores' gradient (in
         // f32 here: lavapipe has no bf16)
-        let (pg, dsg) = G::causal_softmax_backward(sg.clone(), dpg, 0.3, FloatDType::F32);
+        let (pg, dsg) = G::causal_softmax_backward(sg.clone(), dpg.clone(), 0.3, FloatDType::F32);
         close(pg, p.clone());
-        close(dsg, Flex::softmax_backward(p, dp, 0.3));
+        close(dsg, Flex::softmax_backward(p.clone(), dp.clone(), 0.3));
+        // from a half-precision dp (f16 standing in for bf16, as `--dtype bf16`'s product
+        // writes it), the scores in f32: the formula on the rounded dp
+        let half = dpg.cast(FloatDType::F16);
+        let (_, dsg) = G::causal_softmax_backward(sg.clone(), half, 0.3, FloatDType::F32);
+        let rounded = dp.cast(FloatDType::F16).cast(FloatDType::F32);
+        close(dsg, Flex::softmax_backward(p, rounded, 0.3));
     }
     let (q, qg) = pair([2, 3, 4, 8], 9, 1.0);
     let (k, kg) = pair([2, 3, 6, 8], 10, 1.0);

@@ -45,7 +45,7 @@ pub use gelu::{gelu, gelu_backward, gelu_bias, gelu_bias_backward};
 pub use layernorm::{layernorm, layernorm_backward};
 pub use loss::{weighted_nll_backward, weighted_nll_rows};
 pub use nf4::{Nf4Parts, nf4_dequantize};
-pub use sum::{sum3, sum5};
+pub use sum::{sum2, sum3, sum5};
 
 /// Units per cube for the element-wise kernels.
 const ELEMWISE_UNITS: u32 = 256;

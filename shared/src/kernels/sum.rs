@@ -1,4 +1,4 @@
-//! `a + b + c` in one pass, where `b` is a tensor of the same shape or a bias broadcast over
+//! `a + b` and `a + b + c` in one pass, where `b` is a tensor of the same shape or a bias broadcast over
 //! the rows: a linear layer's product, its LoRA term and its bias (each in its own dtype); and
 //! `(a + p) + (b + q) + c` with two biases: a parallel residual, its two branches' products
 //! with their biases and the residual stream. Computed in f32 and rounded once, in the output's
@@ -17,6 +17,7 @@ fn sum3_kernel<A: Float, B: Float, C: Float, O: Float, N: Size>(
     out: &mut Array<Vector<O, N>>,
     row_len: u32,
     #[comptime] bias: bool,
+    #[comptime] with_c: bool,
     #[define(A, B, C, O)] _dtypes: [StorageType; 4],
 ) {
     let i = ABSOLUTE_POS;
@@ -25,9 +26,10 @@ fn sum3_kernel<A: Float, B: Float, C: Float, O: Float, N: Size>(
         if bias {
             j = i % (row_len as usize / N::value());
         }
-        let s = Vector::<f32, N>::cast_from(a[i])
-            + Vector::<f32, N>::cast_from(b[j])
-            + Vector::<f32, N>::cast_from(c[i]);
+        let mut s = Vector::<f32, N>::cast_from(a[i]) + Vector::<f32, N>::cast_from(b[j]);
+        if with_c {
+            s += Vector::<f32, N>::cast_from(c[i]);
+        }
         out[i] = Vector::cast_from(s);
     }
 }
@@ -59,6 +61,34 @@ pub fn sum3<R: CubeRuntime>(
         y.clone().into_array_arg(),
         row_len as u32,
         bias,
+        true,
+        dtypes,
+    );
+    y
+}
+
+/// `a + b` (one shape, each in its own dtype), computed in f32 and written in `out`: the
+/// three-term kernel without its third term (`a` stands in for it, unread).
+pub fn sum2<R: CubeRuntime>(a: CubeTensor<R>, b: CubeTensor<R>, out: DType) -> CubeTensor<R> {
+    let (a, b) = (into_contiguous(a), into_contiguous(b));
+    let shape = a.meta.shape().clone();
+    let row_len = *shape.last().expect("a tensor with dimensions");
+    let y = empty_like(&a, shape, out);
+    let vector = vector_size(&a, &[a.dtype, b.dtype, out], row_len);
+    let (count, dim) = elemwise_launch(&a, vector);
+    let dtypes = [a.dtype.into(), b.dtype.into(), a.dtype.into(), out.into()];
+    sum3_kernel::launch::<R>(
+        &a.client.clone(),
+        count,
+        dim,
+        vector,
+        a.clone().into_array_arg(),
+        b.into_array_arg(),
+        a.into_array_arg(),
+        y.clone().into_array_arg(),
+        row_len as u32,
+        false,
+        false,
         dtypes,
     );
     y

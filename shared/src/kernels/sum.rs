@@ -43,7 +43,26 @@ pub fn sum3<R: CubeRuntime>(
     bias: bool,
     out: DType,
 ) -> CubeTensor<R> {
-    let (a, b, c) = (into_contiguous(a), into_contiguous(b), into_contiguous(c));
+    launch_sum(a, b, Some(c), bias, out)
+}
+
+/// `a + b` (one shape, each in its own dtype), computed in f32 and written in `out`: the
+/// three-term kernel without its third term.
+pub fn sum2<R: CubeRuntime>(a: CubeTensor<R>, b: CubeTensor<R>, out: DType) -> CubeTensor<R> {
+    launch_sum(a, b, None, false, out)
+}
+
+/// [`sum3_kernel`] over `a`, `b` and `c` (where `c` is none, `a` stands in for it, unread).
+fn launch_sum<R: CubeRuntime>(
+    a: CubeTensor<R>,
+    b: CubeTensor<R>,
+    c: Option<CubeTensor<R>>,
+    bias: bool,
+    out: DType,
+) -> CubeTensor<R> {
+    let (a, b) = (into_contiguous(a), into_contiguous(b));
+    let with_c = c.is_some();
+    let c = c.map_or_else(|| a.clone(), into_contiguous);
     let shape = a.meta.shape().clone();
     let row_len = *shape.last().expect("a tensor with dimensions");
     let y = empty_like(&a, shape, out);
@@ -61,34 +80,7 @@ pub fn sum3<R: CubeRuntime>(
         y.clone().into_array_arg(),
         row_len as u32,
         bias,
-        true,
-        dtypes,
-    );
-    y
-}
-
-/// `a + b` (one shape, each in its own dtype), computed in f32 and written in `out`: the
-/// three-term kernel without its third term (`a` stands in for it, unread).
-pub fn sum2<R: CubeRuntime>(a: CubeTensor<R>, b: CubeTensor<R>, out: DType) -> CubeTensor<R> {
-    let (a, b) = (into_contiguous(a), into_contiguous(b));
-    let shape = a.meta.shape().clone();
-    let row_len = *shape.last().expect("a tensor with dimensions");
-    let y = empty_like(&a, shape, out);
-    let vector = vector_size(&a, &[a.dtype, b.dtype, out], row_len);
-    let (count, dim) = elemwise_launch(&a, vector);
-    let dtypes = [a.dtype.into(), b.dtype.into(), a.dtype.into(), out.into()];
-    sum3_kernel::launch::<R>(
-        &a.client.clone(),
-        count,
-        dim,
-        vector,
-        a.clone().into_array_arg(),
-        b.into_array_arg(),
-        a.into_array_arg(),
-        y.clone().into_array_arg(),
-        row_len as u32,
-        false,
-        false,
+        with_c,
         dtypes,
     );
     y

@@ -266,7 +266,7 @@ pub trait ModelBackend: Backend {
         b: Tensor<Self, D>,
         out: FloatDType,
     ) -> Tensor<Self, D> {
-        a.cast(out) + b.cast(out)
+        sum2_formula(a, b, out)
     }
 
     /// `(a + p) + (b + q) + c` written in `out`, each term cast to it; `p` and `q` broadcast
@@ -449,6 +449,15 @@ pub fn linear_in<B: Backend, const D: usize>(x: Tensor<B, D>, w: Tensor<B, 2>) -
         return burn::tensor::module::linear(x, w, None);
     }
     burn::tensor::module::linear(x.cast(wd), w, None).cast(xd)
+}
+
+/// [`ModelBackend::sum2_as`] as tensor ops: `a + b`, each cast to `out`.
+fn sum2_formula<B: Backend, const D: usize>(
+    a: Tensor<B, D>,
+    b: Tensor<B, D>,
+    out: FloatDType,
+) -> Tensor<B, D> {
+    a.cast(out) + b.cast(out)
 }
 
 /// [`ModelBackend::sum3_as`] as tensor ops: `a + b + c`, each cast to `out`, left to right.
@@ -681,7 +690,7 @@ where
         // then wrote a dense [b, h, T, 3·d] of its own, and the reshape copied it (100 MB a
         // layer at the 1.3B shape; tools/fake-cuda's trace showed it).
         let shape = burn::tensor::Shape::new([b, t, h, 3 * d]);
-        let out = crate::kernels::empty_dense(&parts[0], shape, dtype.into());
+        let out = crate::kernels::empty_like(&parts[0], shape, dtype.into());
         let out = from_prim::<Self, 4>(out).swap_dims(1, 2);
         let (cos, sin) = rope.tables();
         from_prim(crate::kernels::split_qkv_rope_backward(
@@ -743,7 +752,7 @@ where
         out: FloatDType,
     ) -> Tensor<Self, D> {
         if a.dims() != b.dims() {
-            return a.cast(out) + b.cast(out);
+            return sum2_formula(a, b, out);
         }
         from_prim(crate::kernels::sum2(to_prim(a), to_prim(b), out.into()))
     }

@@ -195,18 +195,10 @@ fn row_logsumexp<F: Float, N: Size>(
     top + f32::ln(total)
 }
 
-fn empty_like<R: CubeRuntime>(t: &CubeTensor<R>, shape: Shape, dtype: DType) -> CubeTensor<R> {
+/// A dense tensor of `shape` on `t`'s device, for an output a kernel writes as a dense array
+/// (where the runtime's own allocation may pad rows: CUDA's pitched layout).
+pub fn empty_like<R: CubeRuntime>(t: &CubeTensor<R>, shape: Shape, dtype: DType) -> CubeTensor<R> {
     empty_device_contiguous_dtype(t.client.clone(), t.device.clone(), shape, dtype)
-}
-
-/// A dense tensor of `shape` on `like`'s device, for an output a kernel writes as a dense
-/// array (where the runtime's own allocation may pad rows: CUDA's pitched layout).
-pub fn empty_dense<R: CubeRuntime>(
-    like: &CubeTensor<R>,
-    shape: Shape,
-    dtype: DType,
-) -> CubeTensor<R> {
-    empty_like(like, shape, dtype)
 }
 
 /// The most elements a vector load of `dtypes` (the widest sets it: 16 bytes on CUDA) takes

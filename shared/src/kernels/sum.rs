@@ -1,5 +1,6 @@
-//! `a + b` and `a + b + c` in one pass, where `b` is a tensor of the same shape or a bias broadcast over
-//! the rows: a linear layer's product, its LoRA term and its bias (each in its own dtype); and
+//! `a + b` and `a + b + c` in one pass, where `b` is a tensor of the same shape or a bias
+//! broadcast over the rows: a linear layer's product, its LoRA term and its bias (each in its
+//! own dtype), the residual stream's gradient and the LayerNorms' (`a + b`); and
 //! `(a + p) + (b + q) + c` with two biases: a parallel residual, its two branches' products
 //! with their biases and the residual stream. Computed in f32 and rounded once, in the output's
 //! dtype: burn would run one kernel per sum and per cast, each a pass over the activations.

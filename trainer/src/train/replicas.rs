@@ -15,7 +15,7 @@
 
 use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Bool, Int, Tensor};
+use burn::tensor::{BasicOps, Bool, Int, Tensor};
 use shared::GptNeoxForCausalLM;
 use shared::TrainBackend;
 
@@ -34,22 +34,26 @@ struct CopyTo<'a, B: Backend> {
     device: &'a B::Device,
 }
 
+/// `t` on `device`, through host memory, in its own dtype.
+fn copy_to<B: Backend, const D: usize, K: BasicOps<B>>(
+    t: Tensor<B, D, K>,
+    device: &B::Device,
+) -> Tensor<B, D, K> {
+    let data = t.into_data();
+    let dtype = data.dtype;
+    Tensor::from_data(data, (device, dtype))
+}
+
 impl<B: Backend> ModuleMapper<B> for CopyTo<'_, B> {
     fn map_float<const D: usize>(&mut self, p: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
         p.map(|t| {
             let grad = t.is_require_grad();
-            let data = t.into_data();
-            let dtype = data.dtype;
-            let t = Tensor::from_data(data, (self.device, dtype));
+            let t = copy_to(t, self.device);
             if grad { t.require_grad() } else { t }
         })
     }
     fn map_int<const D: usize>(&mut self, p: Param<Tensor<B, D, Int>>) -> Param<Tensor<B, D, Int>> {
-        p.map(|t| {
-            let data = t.into_data();
-            let dtype = data.dtype;
-            Tensor::from_data(data, (self.device, dtype))
-        })
+        p.map(|t| copy_to(t, self.device))
     }
     fn map_bool<const D: usize>(
         &mut self,

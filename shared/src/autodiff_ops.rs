@@ -452,6 +452,8 @@ fn inner_terms<B: ModelBackend, C: CheckpointStrategy, const N: usize, const D: 
 }
 
 impl<B: ModelBackend, C: CheckpointStrategy> ModelBackend for Autodiff<B, C> {
+    const DEFERRED: bool = B::DEFERRED;
+
     fn mark(device: &Self::Device, label: &'static str) {
         B::mark(device, label);
     }

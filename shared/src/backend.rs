@@ -28,6 +28,11 @@ use crate::base_weight::Nf4Weight;
 use crate::rope::Rope;
 
 pub trait ModelBackend: Backend {
+    /// Whether ops are queued and run later (burn-fusion), random draws included: the RNG is
+    /// then read when they run, not when they are called, so replicas on threads of their own
+    /// would not draw the masks of their seeds (`dropout_seed`).
+    const DEFERRED: bool = false;
+
     /// `softmax(q·kᵀ/√d + causal mask)·v` for `q: [b, h, T, d]`, `k, v: [b, h, S, d]`, `S ≥ T`:
     /// query `i` sits at position `S − T + i` and sees keys `0..=S − T + i` (a KV cache holds
     /// the first `S − T`).
@@ -856,4 +861,6 @@ pub(crate) fn from_prim<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor
 }
 
 #[cfg(feature = "fusion")]
-impl<B: burn_fusion::FusionBackend> ModelBackend for burn_fusion::Fusion<B> {}
+impl<B: burn_fusion::FusionBackend> ModelBackend for burn_fusion::Fusion<B> {
+    const DEFERRED: bool = true;
+}

@@ -87,9 +87,9 @@ struct Gemm {
 struct Flags {
     tensor: CubeTensor<CudaRuntime>,
     ptr: u64,
-    /// The thread whose CubeCL stream the flags order: another thread's stream (CubeCL gives
-    /// each thread its own) takes host waits, or its signals could release this one's products.
-    thread: std::thread::ThreadId,
+    /// The CubeCL stream (its stream id) the flags order: another stream (CubeCL gives each
+    /// host thread its own) takes host waits, or its signals could release this one's products.
+    stream: u64,
 }
 
 /// CubeCL's CUDA server, which its device thread owns (reached through `DeviceHandle`).
@@ -329,8 +329,9 @@ fn run(
             return queue(gemm.clone(), *p, [a.clone(), b.clone(), c.clone()], stream);
         }
     }
-    // CubeCL gives each host thread a stream of its own, and runs the closure on the caller's
-    let caller = std::thread::current().id();
+    // CubeCL gives each host thread a stream of its own (unless it runs on another's:
+    // `shared::stream::Stream`), and runs the closure on the caller's
+    let caller = cubecl::stream_id::StreamId::current().value;
     c.client
         .exclusive(|| run_here(gemm, p, [a, b, c], caller))
         .map_err(|e| format!("{e:?}"))?
@@ -340,7 +341,7 @@ fn run_here(
     gemm: &Mutex<Gemm>,
     p: &GemmPlan,
     tensors: [&CubeTensor<CudaRuntime>; 3],
-    caller: std::thread::ThreadId,
+    caller: u64,
 ) -> Result<(), String> {
     let c = tensors[2];
     let client = &c.client;
@@ -376,7 +377,7 @@ fn run_here(
         match run_on_gpu(&mut gemm, c, caller, launch) {
             Ok(()) => return Ok(()),
             Err(AsyncError::Product(e)) => return Err(e),
-            Err(AsyncError::OtherThread) => {}
+            Err(AsyncError::OtherStream) => {}
             Err(AsyncError::Waits(e)) => {
                 eprintln!("warning: GPU-side waits failed ({e}); cuBLAS products wait on the host");
                 gemm.flags = Some(Err(()));
@@ -461,11 +462,7 @@ fn queue_on(gemm: &mut Gemm, stream: u64) -> Result<(), String> {
 }
 
 /// CubeCL's stream for the calling stream id (an address), looked up and checked once.
-fn cubecl_stream(
-    gemm: &mut Gemm,
-    c: &CubeTensor<CudaRuntime>,
-    caller: std::thread::ThreadId,
-) -> Option<u64> {
+fn cubecl_stream(gemm: &mut Gemm, c: &CubeTensor<CudaRuntime>, caller: u64) -> Option<u64> {
     // inside `exclusive`, the caller's stream id
     let id = cubecl::stream_id::StreamId::current().value;
     if let Some(known) = gemm.cubecl_streams.get(&id) {
@@ -495,7 +492,7 @@ fn cubecl_stream(
 fn find_cubecl_stream(
     gemm: &mut Gemm,
     c: &CubeTensor<CudaRuntime>,
-    caller: std::thread::ThreadId,
+    caller: u64,
 ) -> Result<u64, String> {
     use cubecl::device::Device;
     use cudarc::driver::sys::{
@@ -519,7 +516,7 @@ fn find_cubecl_stream(
     }
     // the check: CubeCL's stream waits for `done`, which only cuBLAS's stream sets
     let (tensor, ptr, seq) = next_flag(gemm, c, caller).map_err(|e| match e {
-        AsyncError::OtherThread => "the flags order another thread's stream".to_string(),
+        AsyncError::OtherStream => "the flags order another stream".to_string(),
         AsyncError::Waits(e) | AsyncError::Product(e) => format!("flags: {e}"),
     })?;
     let done = ptr + 4;
@@ -545,8 +542,8 @@ fn find_cubecl_stream(
 }
 
 enum AsyncError {
-    /// The flags order another thread's stream: host waits this time.
-    OtherThread,
+    /// The flags order another CubeCL stream: host waits this time.
+    OtherStream,
     /// The stream waits are refused: use host waits.
     Waits(String),
     /// The product itself failed (the streams are left drained).
@@ -558,7 +555,7 @@ enum AsyncError {
 fn run_on_gpu(
     gemm: &mut Gemm,
     c: &CubeTensor<CudaRuntime>,
-    caller: std::thread::ThreadId,
+    caller: u64,
     launch: impl Fn(&Gemm) -> Result<(), String>,
 ) -> Result<(), AsyncError> {
     use cudarc::driver::sys::{
@@ -595,7 +592,7 @@ fn run_on_gpu(
 fn next_flag(
     gemm: &mut Gemm,
     c: &CubeTensor<CudaRuntime>,
-    caller: std::thread::ThreadId,
+    caller: u64,
 ) -> Result<(CubeTensor<CudaRuntime>, u64, u32), AsyncError> {
     if gemm.flags.is_none() {
         gemm.flags = Some(Ok(flags(c, caller).map_err(AsyncError::Waits)?));
@@ -605,8 +602,8 @@ fn next_flag(
             "disabled after an earlier failure".into(),
         ));
     };
-    if flags.thread != caller {
-        return Err(AsyncError::OtherThread);
+    if flags.stream != caller {
+        return Err(AsyncError::OtherStream);
     }
     let (tensor, ptr) = (flags.tensor.clone(), flags.ptr);
     gemm.seq = gemm.seq.wrapping_add(1);
@@ -614,7 +611,7 @@ fn next_flag(
 }
 
 /// The `[ready, done]` flags, zeros, in CubeCL's memory on `c`'s device, and their address.
-fn flags(c: &CubeTensor<CudaRuntime>, caller: std::thread::ThreadId) -> Result<Flags, String> {
+fn flags(c: &CubeTensor<CudaRuntime>, caller: u64) -> Result<Flags, String> {
     let handle = c.client.create_from_slice(&[0u8; 8]);
     let ptr = c
         .client
@@ -634,7 +631,7 @@ fn flags(c: &CubeTensor<CudaRuntime>, caller: std::thread::ThreadId) -> Result<F
     Ok(Flags {
         tensor,
         ptr,
-        thread: caller,
+        stream: caller,
     })
 }
 

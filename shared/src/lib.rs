@@ -12,6 +12,7 @@ pub mod cache;
 pub mod config;
 #[cfg(feature = "cublas")]
 pub mod cublas;
+pub mod dropout_seed;
 pub mod error;
 pub mod example;
 #[cfg(any(test, feature = "cublas"))]
@@ -38,6 +39,7 @@ pub mod prompt;
 pub mod quant;
 pub mod rope;
 pub mod sampling;
+pub mod stream;
 #[cfg(any(test, feature = "cublas"))]
 mod stream_lookup;
 pub mod timeline;
@@ -46,8 +48,8 @@ pub mod weights;
 
 pub use backend::{ModelBackend, TrainBackend};
 
-/// burn's backend RNG is global: unit tests that seed it and draw take turns.
-#[cfg(test)]
+/// burn's backend RNG is global: what seeds it and draws takes turns (unit tests, and the
+/// seeded dropout masks of `dropout_seed`).
 pub(crate) fn global_rng() -> std::sync::MutexGuard<'static, ()> {
     static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
     TURN.lock().unwrap_or_else(|e| e.into_inner())

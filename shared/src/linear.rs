@@ -187,7 +187,7 @@ pub fn add_bias<B: Backend, const D: usize>(
 }
 
 /// `x` with dropout's mask applied (in training: where autodiff is on and `prob > 0`, the mask
-/// drawn as `burn::nn::Dropout` draws it), and `scale` times dropout's `1/keep`, for the caller
+/// drawn as `burn::nn::Dropout` draws it, from this thread's seed: `dropout_seed`), and `scale` times dropout's `1/keep`, for the caller
 /// to apply to a small factor instead of the large result.
 fn dropout<B: Backend>(x: Tensor<B, 2>, prob: f64, scale: f64) -> (Tensor<B, 2>, f64) {
     if prob == 0.0 || !B::ad_enabled(&x.device()) {
@@ -197,7 +197,10 @@ fn dropout<B: Backend>(x: Tensor<B, 2>, prob: f64, scale: f64) -> (Tensor<B, 2>,
     if keep <= 0.0 {
         return (x.zeros_like(), scale);
     }
-    let mask = x.random_like(Distribution::Bernoulli(keep));
+    // seeded for this thread's layer where the trainer set a seed (`dropout_seed`)
+    let mask = crate::dropout_seed::seeded::<B, _>(&x.device(), || {
+        x.random_like(Distribution::Bernoulli(keep))
+    });
     (x * mask, scale / keep)
 }
 

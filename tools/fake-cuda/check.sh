@@ -10,8 +10,8 @@
 # with `--features cuda,wgpu`). NVRTC 13.0 and CUDA's headers come from NVIDIA's wheels on PyPI
 # (tools/fake-cuda/env.sh: about 95 MB, checked against their sha256, kept in
 # ~/.cache/law-polyglot/cuda-13.0); only `curl` and `unzip` are needed, no Python. A run fails
-# on a compilation error, a product cuBLAS would reject, a fallback from cuBLAS to CubeCL, or a
-# non-zero exit. `--census` also prints the 1.3B shape's kernel launches per training step, by
+# on a compilation error, a product cuBLAS would reject, a fallback from cuBLAS to CubeCL or
+# from CubeCL's stream to GPU-side flags ("stream not found"), or a non-zero exit. `--census` also prints the 1.3B shape's kernel launches per training step, by
 # kernel.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -43,7 +43,7 @@ run() {
   local out="$WORK/$name.log" rc=0
   "$TRAINER" "$@" >"$out" 2>&1 || rc=$?
   local bad
-  bad=$(grep -m 3 -E 'Compilation Error|fake cuBLAS: .* rejected|warning: (a )?cuBLAS|using CubeCL|panicked' "$out" || true)
+  bad=$(grep -m 3 -E 'Compilation Error|fake cuBLAS: .* rejected|warning: (a )?cuBLAS|using CubeCL|stream not found|panicked' "$out" || true)
   if [ "$rc" != 0 ] || [ -n "$bad" ] || ! grep -q '^fake-cuda: [1-9]' "$out"; then
     failed=1
     log "FAILED: $name (exit $rc): trainer $*"
@@ -67,6 +67,9 @@ run grad-checkpointing bench-train --device cuda "${SHAPE[@]}" --steps 1 --dtype
 run sft-bf16 sft --device cuda --dtype bf16 --max-steps 2 --show-answers 1 --out "$WORK/sft"
 FAKE_CUDA_DEVICES=2 run sft-2-devices sft --device cuda --devices 0,1 --dtype bf16 \
   --max-steps 2 --show-answers 0 --out "$WORK/sft2"
+# each replica queued from a thread of its own, on the stream the main thread would use
+FAKE_CUDA_DEVICES=2 LAW_POLYGLOT_REPLICAS=threads run sft-2-threads sft --device cuda \
+  --devices 0,1 --dtype bf16 --max-steps 2 --show-answers 0 --out "$WORK/sft4"
 run sft-qlora sft --device cuda --dtype bf16 --quant nf4 --grad-checkpointing --max-steps 2 \
   --show-answers 0 --out "$WORK/sft3"
 run generate generate --device cuda --max-new-tokens 4 --prompt "헌법 제1조는?"

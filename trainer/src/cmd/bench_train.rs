@@ -16,6 +16,7 @@ use shared::{GptNeoxConfig, GptNeoxForCausalLM};
 use crate::device::DeviceArg;
 use crate::train::batch::collate;
 use crate::train::optim::{AdamW, AdamWConfig, GradSum, clip_scale};
+use crate::train::replicas::Replicas;
 use crate::train::step::forward_backward;
 use crate::with_backend;
 
@@ -57,6 +58,10 @@ pub struct BenchTrainArgs {
     /// `shared::timeline`), as a table on stderr and `timeline` in the JSON line.
     #[arg(long)]
     pub timeline: bool,
+    /// Data parallel over these device indices of --device's kind (as `sft --devices`): each
+    /// device a replica with --batch sequences, gradients summed every step.
+    #[arg(long)]
+    pub devices: Option<crate::device::DeviceIndices>,
 }
 
 pub fn run(args: BenchTrainArgs) -> Result<()> {
@@ -70,7 +75,8 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
         .to_string(),
     )?;
     with_backend!(args.device.clone(), |B, device| {
-        bench_on::<Autodiff<B>>(&args, &config, start, device)
+        let devices = crate::device::training_devices(&device, args.devices.as_ref())?;
+        bench_on::<Autodiff<B>>(&args, &config, start, &devices)
     })
 }
 
@@ -78,8 +84,9 @@ fn bench_on<AB: TrainBackend>(
     args: &BenchTrainArgs,
     config: &GptNeoxConfig,
     start: Instant,
-    device: AB::Device,
+    devices: &[AB::Device],
 ) -> Result<()> {
+    let device = devices[0].clone();
     args.dtype.check::<AB>(&device)?;
     // the same weights in every run: losses comparable across builds (cuBLAS against CubeCL)
     AB::seed(&device, 0);
@@ -122,7 +129,7 @@ fn bench_on<AB: TrainBackend>(
         })
         .collect();
     let refs: Vec<&Example> = examples.iter().collect();
-    let mut opt = AdamW::<AB::InnerBackend>::new(AdamWConfig::default());
+    let mut reps = Replicas::new(model, devices, |_| Ok(AdamW::new(AdamWConfig::default())))?;
     let mut t0 = Instant::now();
     for step in 0..args.steps + 3 {
         if step == 3 {
@@ -131,19 +138,31 @@ fn bench_on<AB: TrainBackend>(
         }
         let ts = Instant::now();
         timeline::mark_on::<AB>(&device, timeline::STEP);
-        let batch = collate::<AB>(&refs, 0, &device);
-        let n = batch.scored;
-        let mut grads = GradSum::<AB::InnerBackend>::default();
-        let loss = forward_backward(
-            &model,
-            batch,
-            1.0 / n as f64,
-            step as u64,
-            args.grad_checkpointing,
-            &mut grads,
-        );
+        let batches: Vec<_> = devices
+            .iter()
+            .map(|d| collate::<AB>(&refs, 0, d))
+            .enumerate()
+            .collect();
+        let n: usize = batches.iter().map(|(_, b)| b.scored).sum();
+        // one device's batch, seeded per step and device, each device from its own thread
+        let (mut step_losses, sums): (Vec<_>, Vec<_>) = reps
+            .each_device(batches, |model, (j, batch)| {
+                let mut grads = GradSum::<AB::InnerBackend>::default();
+                let seed = step as u64 ^ ((j as u64) << 40);
+                let loss = forward_backward(
+                    model,
+                    batch,
+                    1.0 / n as f64,
+                    seed,
+                    args.grad_checkpointing,
+                    &mut grads,
+                );
+                (loss, grads)
+            })
+            .into_iter()
+            .unzip();
         timeline::mark_on::<AB>(&device, "gradients");
-        let grads = grads.flatten().expect("LoRA weights have gradients");
+        let grads = reps.reduce(sums).expect("LoRA weights have gradients");
         let queued = ts.elapsed().as_secs_f64();
         let norm = grads.norm();
         if step >= 3 {
@@ -152,9 +171,9 @@ fn bench_on<AB: TrainBackend>(
         }
         let scale = clip_scale(norm, 1.0);
         timeline::mark_on::<AB>(&device, "optimizer");
-        model = opt.step(model, &grads, 1e-3, scale);
+        reps.step(grads, 1e-3, scale);
         step_s.push(ts.elapsed().as_secs_f64());
-        losses.push(loss);
+        losses.push(step_losses.swap_remove(0));
         if step == 0 {
             eprintln!(
                 "first step finished {:.1} s after start (init {init_s:.1} s)",
@@ -182,7 +201,9 @@ fn bench_on<AB: TrainBackend>(
             "ms_per_step": dt * 1e3,
             "queue_ms_per_step": per_step_ms(queue_s),
             "wait_ms_per_step": per_step_ms(wait_s),
-            "tokens_per_s": (args.batch * args.seq) as f64 / dt,
+            "tokens_per_s": (args.batch * args.seq * devices.len()) as f64 / dt,
+            "devices": devices.len(),
+            "replica_threads": reps.threads(),
             "init_s": init_s,
             "first_step_done_s": init_s + step_s[0],
             "step_s": step_s,

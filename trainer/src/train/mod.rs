@@ -31,7 +31,7 @@ use shared::GptNeoxForCausalLM;
 use shared::example::Example;
 use shared::loss::causal_lm_nll_sum;
 
-use batch::{collate, epoch_order};
+use batch::{Batch, collate, epoch_order};
 use metrics::{MetricsLog, StepMetrics};
 use optim::{AdamW, AdamWConfig, GradSum, clip_scale};
 use replicas::Replicas;
@@ -271,6 +271,17 @@ pub fn train<AB: TrainBackend>(
         Some(dir) => AdamW::load(adam, dir, d),
         None => Ok(AdamW::new(adam)),
     })?;
+    if devices.len() > 1 {
+        println!(
+            "data parallel over {} devices, {}",
+            devices.len(),
+            match reps.threads() {
+                true => "each queued from a thread of its own",
+                false =>
+                    "queued one after another from one thread (LAW_POLYGLOT_REPLICAS=threads: one each)",
+            }
+        );
+    }
     let mut metrics = MetricsLog::open(out, start)?;
     let eval_before = (!eval_set.is_empty() && start == 0)
         .then(|| eval_loss(&reps.model(0).valid(), eval_set, bs, pad_id, device));
@@ -300,22 +311,40 @@ pub fn train<AB: TrainBackend>(
         }
         let scored: usize = batches.iter().map(|(.., b)| b.scored).sum::<usize>().max(1);
         let tokens: usize = batches.iter().map(|(.., b)| b.tokens).sum();
-        let mut grads: Vec<GradSum<AB::InnerBackend>> =
-            devices.iter().map(|_| GradSum::default()).collect();
-        let mut losses = Vec::with_capacity(batches.len());
-        // Every device's work is queued before any read-back, so devices run side by side.
+        let mut per_device: Vec<Vec<(usize, Batch<AB>)>> =
+            devices.iter().map(|_| Vec::new()).collect();
         for (k, j, b) in batches {
-            let seed =
-                spec.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ k as u64 ^ ((j as u64) << 40);
-            losses.push(forward_backward(
-                reps.model(j),
-                b,
-                1.0 / scored as f64,
-                seed,
-                spec.grad_checkpointing,
-                &mut grads[j],
-            ));
+            per_device[j].push((k, b));
         }
+        // Every device's work is queued, each from its own thread, before any read-back, so
+        // devices run side by side.
+        let (losses, grads): (Vec<_>, Vec<_>) = reps
+            .each_device(
+                per_device.into_iter().enumerate().collect(),
+                |model, (j, items)| {
+                    let mut grads = GradSum::<AB::InnerBackend>::default();
+                    let losses: Vec<_> = items
+                        .into_iter()
+                        .map(|(k, b)| {
+                            let seed = spec.seed.wrapping_mul(0x2545_F491_4F6C_DD1D)
+                                ^ k as u64
+                                ^ ((j as u64) << 40);
+                            forward_backward(
+                                model,
+                                b,
+                                1.0 / scored as f64,
+                                seed,
+                                spec.grad_checkpointing,
+                                &mut grads,
+                            )
+                        })
+                        .collect();
+                    (losses, grads)
+                },
+            )
+            .into_iter()
+            .unzip();
+        let losses: Vec<_> = losses.into_iter().flatten().collect();
         let grads = reps
             .reduce(grads)
             .context("no trainable parameter received a gradient")?;

@@ -7,6 +7,11 @@
 //! size of the frozen base. The replicas stay bit-identical because they apply identical
 //! updates with identical kernels.
 //!
+//! Each device's forward and backward passes are queued from a thread of its own
+//! ([`Replicas::each_device`]): the host's share of a step (autodiff and kernel launches, some
+//! 15 ms at the 1.3B shape) would otherwise add up over the devices, one after another, while
+//! the first devices' GPUs wait for the next step.
+//!
 //! Copies between devices go through host memory, each device's gradients as one flat block.
 //! burn 0.21 moves tensors between CubeCL devices with collective send/recv instead: NCCL on
 //! CUDA (a library that must then be found at run time) and not implemented on wgpu, where it
@@ -26,6 +31,8 @@ pub struct Replicas<AB: TrainBackend> {
     models: Vec<GptNeoxForCausalLM<AB>>,
     opts: Vec<AdamW<AB::InnerBackend>>,
     devices: Vec<AB::Device>,
+    /// Whether [`each_device`](Self::each_device) runs the replicas on threads of their own.
+    threads: bool,
 }
 
 /// Copies every parameter to a device through host memory, keeping ids, `require_grad` and
@@ -63,6 +70,31 @@ impl<B: Backend> ModuleMapper<B> for CopyTo<'_, B> {
     }
 }
 
+/// Whether [`Replicas::each_device`] can run `devices` replicas on threads of their own: not
+/// where ops run later than they are called (burn-fusion, `shared::ModelBackend::DEFERRED`).
+fn can_thread<AB: TrainBackend>(devices: usize) -> bool {
+    devices > 1 && !AB::DEFERRED
+}
+
+/// Whether [`Replicas::each_device`] runs `devices` replicas on threads of their own:
+/// `LAW_POLYGLOT_REPLICAS=threads` or `sequential`, and by default where the machine has two
+/// cores a device. A CubeCL device has a host thread of its own besides the one that queues
+/// its work, and both spin while they wait for each other: with fewer cores, threads that
+/// wait for a core make every step slower (3.7× at 2 devices on 2 cores, under
+/// tools/fake-cuda).
+fn parallel<AB: TrainBackend>(devices: usize) -> bool {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    can_thread::<AB>(devices)
+        && match std::env::var(REPLICAS_ENV).as_deref() {
+            Ok("sequential") => false,
+            Ok("threads") => true,
+            _ => cores >= 2 * devices,
+        }
+}
+
+/// `threads` or `sequential` ([`parallel`]).
+const REPLICAS_ENV: &str = "LAW_POLYGLOT_REPLICAS";
+
 impl<AB: TrainBackend> Replicas<AB> {
     /// Copy `model` (already on `devices[0]`) onto every other device. `opt` makes the AdamW
     /// of each device (a fresh one, or one loaded from a checkpoint onto that device).
@@ -88,7 +120,20 @@ impl<AB: TrainBackend> Replicas<AB> {
             models,
             opts,
             devices: devices.to_vec(),
+            threads: parallel::<AB>(devices.len()),
         })
+    }
+
+    /// Whether the replicas run on threads of their own ([`each_device`](Self::each_device)).
+    pub fn threads(&self) -> bool {
+        self.threads
+    }
+
+    /// The same replicas, on threads of their own or not (`threads` is ignored where
+    /// [`each_device`](Self::each_device) says they cannot be).
+    pub fn with_threads(mut self, threads: bool) -> Self {
+        self.threads = threads && can_thread::<AB>(self.models.len());
+        self
     }
 
     pub fn model(&self, j: usize) -> &GptNeoxForCausalLM<AB> {
@@ -102,6 +147,54 @@ impl<AB: TrainBackend> Replicas<AB> {
 
     pub fn into_primary(mut self) -> GptNeoxForCausalLM<AB> {
         self.models.swap_remove(0)
+    }
+
+    /// `work(model_j, items_j)` for every device `j`, all at once: a thread per device (the
+    /// first device's on this one), so that one device's host work (autodiff, kernel launches)
+    /// does not wait for another's. Each thread queues its device's work on this thread's
+    /// CubeCL stream (`shared::stream`: a device keeps one stream, as when this thread queues
+    /// it all); the results are returned in device order. Dropout masks are seeded per thread
+    /// (`shared::dropout_seed`), so the masks, and so the results, do not depend on the
+    /// threads' timing. Otherwise ([`parallel`], [`with_threads`](Self::with_threads)) the
+    /// devices run one after another on this thread.
+    pub fn each_device<T: Send, R: Send>(
+        &self,
+        items: Vec<T>,
+        work: impl Fn(&GptNeoxForCausalLM<AB>, T) -> R + Sync,
+    ) -> Vec<R> {
+        assert_eq!(items.len(), self.models.len(), "one item per device");
+        if !self.threads {
+            return self
+                .models
+                .iter()
+                .zip(items)
+                .map(|(m, t)| work(m, t))
+                .collect();
+        }
+        let work = &work;
+        // each device's work on the stream this thread queues it on the rest of the time
+        let stream = shared::stream::Stream::current();
+        std::thread::scope(|s| {
+            let mut items = items.into_iter();
+            let first = items.next().expect("at least one device");
+            let others: Vec<_> = self.models[1..]
+                .iter()
+                .zip(items)
+                .enumerate()
+                .map(|(j, (m, t))| {
+                    std::thread::Builder::new()
+                        .name(format!("replica-{}", j + 1))
+                        .spawn_scoped(s, move || stream.run(|| work(m, t)))
+                        .expect("a thread for a replica")
+                })
+                .collect();
+            let mut out = vec![work(&self.models[0], first)];
+            out.extend(others.into_iter().map(|h| match h.join() {
+                Ok(r) => r,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }));
+            out
+        })
     }
 
     /// Sum the per-device gradient sums onto the first device (the reduce half of the
@@ -154,6 +247,7 @@ mod tests {
     use super::*;
     use crate::train::batch::collate;
     use crate::train::optim::AdamWConfig;
+    use crate::train::step::forward_backward;
     use burn::backend::{Autodiff, Flex};
     use burn::module::{ModuleVisitor, Param};
     use burn::tensor::Tensor;
@@ -177,8 +271,8 @@ mod tests {
         v.0
     }
 
-    /// Three data-parallel steps over `devices` (each its own slice of the batch): the replicas
-    /// end bit-identical and updated. Returns the first replica's trainable weights.
+    /// Three data-parallel steps over `devices` (each its own slice of the batch, from a thread
+    /// of its own): the replicas end bit-identical and updated. Returns the first replica's trainable weights.
     fn three_steps<AB: TrainBackend>(devices: &[AB::Device]) -> Vec<Vec<f32>> {
         let config = GptNeoxConfig::from_hf_json(
             r#"{"vocab_size": 64, "hidden_size": 32, "num_hidden_layers": 2,
@@ -195,22 +289,24 @@ mod tests {
         };
         model.attach_lora(&lora, 2, &devices[0]);
         let before = trainable(&model);
-        let mut reps =
-            Replicas::new(model, devices, |_| Ok(AdamW::new(AdamWConfig::default()))).unwrap();
+        // each device from a thread of its own
+        let mut reps = Replicas::new(model, devices, |_| Ok(AdamW::new(AdamWConfig::default())))
+            .unwrap()
+            .with_threads(true);
         for step in 0..3 {
-            let mut sums = Vec::new();
-            for (j, device) in devices.iter().enumerate() {
+            let items: Vec<_> = devices.iter().enumerate().collect();
+            let sums = reps.each_device(items, |m, (j, device)| {
                 let ex = Example::lm(
                     (0..12)
                         .map(|i| ((i * 7 + j * 13 + step) % 64) as u32)
                         .collect(),
                 );
                 let b = collate::<AB>(&[&ex], 0, device);
-                let (loss, _) = causal_lm_nll_sum(reps.model(j).forward(b.ids, None), &b.labels);
+                let (loss, _) = causal_lm_nll_sum(m.forward(b.ids, None), &b.labels);
                 let mut s = GradSum::default();
-                s.add(reps.model(j), &loss.backward());
-                sums.push(s);
-            }
+                s.add(m, &loss.backward());
+                s
+            });
             let total = reps.reduce(sums).unwrap();
             reps.step(total, 1e-2, 1.0);
         }
@@ -221,6 +317,72 @@ mod tests {
         }
         assert_ne!(first, before, "no update was applied");
         first
+    }
+
+    /// Three steps of `forward_backward` on two CPU replicas with LoRA dropout 0.5 on every
+    /// linear (several masks a layer), each device its own example and seed (as `sft` seeds
+    /// them, from `seed`): the first replica's trainable weights, and the threads the devices
+    /// ran on.
+    fn dropout_steps(threads: bool, seed: u64) -> (Vec<Vec<f32>>, Vec<Option<String>>) {
+        type AB = Autodiff<Flex>;
+        let devices = [Default::default(), Default::default()];
+        let config = GptNeoxConfig::from_hf_json(
+            r#"{"vocab_size": 64, "hidden_size": 32, "num_hidden_layers": 2,
+                "num_attention_heads": 4, "intermediate_size": 64, "rotary_pct": 0.5}"#,
+        )
+        .unwrap();
+        let mut model = GptNeoxForCausalLM::<AB>::init(&config, 0.02, 1, &devices[0]);
+        let lora = LoraConfig {
+            r: 4,
+            alpha: 8.0,
+            dropout: 0.5,
+            target_modules: TargetModules::Regex(".*".into()),
+            use_rslora: false,
+        };
+        model.attach_lora(&lora, 2, &devices[0]);
+        let mut reps = Replicas::new(model, &devices, |_| Ok(AdamW::new(AdamWConfig::default())))
+            .unwrap()
+            .with_threads(threads);
+        let mut names = Vec::new();
+        for step in 0..3 {
+            let items: Vec<_> = (0..2)
+                .map(|j| {
+                    let ex = Example::lm(
+                        (0..12)
+                            .map(|i| ((i * 7 + j * 13 + step) % 64) as u32)
+                            .collect(),
+                    );
+                    (j, collate::<AB>(&[&ex], 0, &devices[j]))
+                })
+                .collect();
+            let out = reps.each_device(items, |m, (j, b)| {
+                let mut s = GradSum::default();
+                let seed = seed ^ step as u64 ^ ((j as u64) << 40);
+                forward_backward(m, b, 0.1, seed, false, &mut s);
+                (s, std::thread::current().name().map(String::from))
+            });
+            let (sums, n): (Vec<_>, Vec<_>) = out.into_iter().unzip();
+            names = n;
+            let total = reps.reduce(sums).unwrap();
+            reps.step(total, 1e-2, 1.0);
+        }
+        (trainable(reps.model(0)), names)
+    }
+
+    /// Replicas on threads of their own draw the dropout masks one thread draws, so they train
+    /// to the same weights, to the bit; and other seeds give other weights (the masks matter).
+    #[test]
+    fn threaded_replicas_train_as_one_thread() {
+        let (threaded, names) = dropout_steps(true, 7);
+        assert_eq!(
+            names[1].as_deref(),
+            Some("replica-1"),
+            "the second device's own thread"
+        );
+        let (one, names) = dropout_steps(false, 7);
+        assert_eq!(names[0], names[1], "both devices on this thread");
+        assert_eq!(threaded, one);
+        assert_ne!(dropout_steps(true, 8).0, one);
     }
 
     #[test]

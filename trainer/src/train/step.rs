@@ -5,13 +5,15 @@
 //! keeps only each layer's input (no graph); the backward pass then walks the layers from the
 //! top, recomputes one layer with a graph, and back-propagates the gradient of its output
 //! through it, so the stored activations of a single layer are alive at any time. Dropout masks
-//! are reproduced in the recomputation because the backend RNG is reseeded before each layer,
-//! in both modes (so both modes draw the same masks).
+//! are reproduced in the recomputation because each layer's masks are drawn from a seed of the
+//! layer's own (`shared::dropout_seed`, per thread), in both modes (so both modes draw the same
+//! masks, and replicas on threads of their own draw them as one thread would).
 
 use burn::module::Module;
 use burn::tensor::Tensor;
 use shared::GptNeoxForCausalLM;
 use shared::TrainBackend;
+use shared::dropout_seed;
 use shared::loss::causal_lm_nll_sum_as;
 
 use super::batch::Batch;
@@ -42,10 +44,11 @@ pub fn forward_backward<AB: TrainBackend>(
     if !recompute {
         let mut h = embedded;
         for (l, layer) in layers.iter().enumerate() {
-            AB::seed(&device, layer_seed(seed, l));
+            dropout_seed::seed_layer(layer_seed(seed, l));
             h = layer.forward(h, &rope, None);
         }
         let (sum, _) = causal_lm_nll_sum_as(model.head(h), &batch.labels, head);
+        dropout_seed::clear();
         let loss = sum * loss_scale;
         grads.add(model, &loss.backward());
         return loss.inner();
@@ -56,7 +59,7 @@ pub fn forward_backward<AB: TrainBackend>(
     let mut inputs: Vec<Tensor<AB::InnerBackend, 3>> = Vec::with_capacity(layers.len() + 1);
     inputs.push(embedded.clone().inner());
     for (l, layer) in layers.iter().enumerate() {
-        AB::seed(&device, layer_seed(seed, l));
+        dropout_seed::seed_layer(layer_seed(seed, l));
         let x = Tensor::from_inner(inputs[l].clone());
         inputs.push(layer.clone().no_grad().forward(x, &rope, None).inner());
     }
@@ -69,7 +72,7 @@ pub fn forward_backward<AB: TrainBackend>(
     let mut grad_out = top.grad(&g).expect("the loss depends on the last layer");
     // Backward through each layer, recomputed from its saved input.
     for (l, layer) in layers.iter().enumerate().rev() {
-        AB::seed(&device, layer_seed(seed, l));
+        dropout_seed::seed_layer(layer_seed(seed, l));
         let x =
             Tensor::<AB, 3>::from_inner(inputs.pop().expect("one input per layer")).require_grad();
         let y = layer.forward(x.clone(), &rope, None);
@@ -77,6 +80,7 @@ pub fn forward_backward<AB: TrainBackend>(
         grads.add(model, &g);
         grad_out = x.grad(&g).expect("a layer's output depends on its input");
     }
+    dropout_seed::clear();
     // The embedding, if it is trained (pretraining).
     if model.gpt_neox.embed_in.weight.is_require_grad() {
         let g = (embedded * Tensor::from_inner(grad_out)).sum().backward();

@@ -82,13 +82,12 @@ mod tests {
                 .map(|t| {
                     s.spawn(move || {
                         let device = Default::default();
-                        (0..50)
-                            .map(|_| {
-                                seed_layer(100 + t);
-                                (0..3).map(|_| mask(&device)).collect::<Vec<_>>()
-                            })
-                            .last()
-                            .unwrap()
+                        let mut last = Vec::new();
+                        for _ in 0..50 {
+                            seed_layer(100 + t);
+                            last = (0..3).map(|_| mask(&device)).collect();
+                        }
+                        last
                     })
                 })
                 .collect();

@@ -271,23 +271,35 @@ mod tests {
         v.0
     }
 
-    /// Three data-parallel steps over `devices` (each its own slice of the batch, from a thread
-    /// of its own): the replicas end bit-identical and updated. Returns the first replica's trainable weights.
-    fn three_steps<AB: TrainBackend>(devices: &[AB::Device]) -> Vec<Vec<f32>> {
+    /// A 2-layer model with LoRA r4 on `targets`, dropout `dropout`, seeded.
+    fn small_model<AB: TrainBackend>(
+        dropout: f64,
+        targets: TargetModules,
+        device: &AB::Device,
+    ) -> GptNeoxForCausalLM<AB> {
         let config = GptNeoxConfig::from_hf_json(
             r#"{"vocab_size": 64, "hidden_size": 32, "num_hidden_layers": 2,
                 "num_attention_heads": 4, "intermediate_size": 64, "rotary_pct": 0.5}"#,
         )
         .unwrap();
-        let mut model = GptNeoxForCausalLM::<AB>::init(&config, 0.02, 1, &devices[0]);
+        let mut model = GptNeoxForCausalLM::<AB>::init(&config, 0.02, 1, device);
         let lora = LoraConfig {
             r: 4,
             alpha: 8.0,
-            dropout: 0.0,
-            target_modules: TargetModules::List(vec!["query_key_value".into()]),
+            dropout,
+            target_modules: targets,
             use_rslora: false,
         };
-        model.attach_lora(&lora, 2, &devices[0]);
+        model.attach_lora(&lora, 2, device);
+        model
+    }
+
+    /// Three data-parallel steps over `devices` (each its own slice of the batch, from a thread
+    /// of its own): the replicas end bit-identical and updated. Returns the first replica's
+    /// trainable weights.
+    fn three_steps<AB: TrainBackend>(devices: &[AB::Device]) -> Vec<Vec<f32>> {
+        let qkv = TargetModules::List(vec!["query_key_value".into()]);
+        let model = small_model::<AB>(0.0, qkv, &devices[0]);
         let before = trainable(&model);
         // each device from a thread of its own
         let mut reps = Replicas::new(model, devices, |_| Ok(AdamW::new(AdamWConfig::default())))
@@ -326,20 +338,7 @@ mod tests {
     fn dropout_steps(threads: bool, seed: u64) -> (Vec<Vec<f32>>, Vec<Option<String>>) {
         type AB = Autodiff<Flex>;
         let devices = [Default::default(), Default::default()];
-        let config = GptNeoxConfig::from_hf_json(
-            r#"{"vocab_size": 64, "hidden_size": 32, "num_hidden_layers": 2,
-                "num_attention_heads": 4, "intermediate_size": 64, "rotary_pct": 0.5}"#,
-        )
-        .unwrap();
-        let mut model = GptNeoxForCausalLM::<AB>::init(&config, 0.02, 1, &devices[0]);
-        let lora = LoraConfig {
-            r: 4,
-            alpha: 8.0,
-            dropout: 0.5,
-            target_modules: TargetModules::Regex(".*".into()),
-            use_rslora: false,
-        };
-        model.attach_lora(&lora, 2, &devices[0]);
+        let model = small_model::<AB>(0.5, TargetModules::Regex(".*".into()), &devices[0]);
         let mut reps = Replicas::new(model, &devices, |_| Ok(AdamW::new(AdamWConfig::default())))
             .unwrap()
             .with_threads(threads);

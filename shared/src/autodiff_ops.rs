@@ -453,6 +453,7 @@ fn inner_terms<B: ModelBackend, C: CheckpointStrategy, const N: usize, const D: 
 
 impl<B: ModelBackend, C: CheckpointStrategy> ModelBackend for Autodiff<B, C> {
     const DEFERRED: bool = B::DEFERRED;
+    const RUNNER_THREADS: usize = B::RUNNER_THREADS;
 
     fn mark(device: &Self::Device, label: &'static str) {
         B::mark(device, label);

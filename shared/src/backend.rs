@@ -33,6 +33,12 @@ pub trait ModelBackend: Backend {
     /// would not draw the masks of their seeds (`dropout_seed`).
     const DEFERRED: bool = false;
 
+    /// Host threads of the backend's own per device: CubeCL's device runner, which spin-waits
+    /// for work (as the thread queueing it does, when the runner's buffer is full). Data
+    /// parallel replicas on threads of their own need a core for each (`trainer`'s
+    /// `Replicas`).
+    const RUNNER_THREADS: usize = 0;
+
     /// `softmax(q·kᵀ/√d + causal mask)·v` for `q: [b, h, T, d]`, `k, v: [b, h, S, d]`, `S ≥ T`:
     /// query `i` sits at position `S − T + i` and sees keys `0..=S − T + i` (a KV cache holds
     /// the first `S − T`).
@@ -532,6 +538,8 @@ where
     I: burn_cubecl::IntElement,
     BT: burn_cubecl::BoolElement,
 {
+    const RUNNER_THREADS: usize = 1;
+
     /// `softmax(q·kᵀ/√d + mask)·v` with the fused softmax kernel (burn's fallback without
     /// autotune runs the softmax, the scaling and the mask as a dozen kernels).
     fn causal_attention(

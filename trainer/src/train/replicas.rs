@@ -77,18 +77,18 @@ fn can_thread<AB: TrainBackend>(devices: usize) -> bool {
 }
 
 /// Whether [`Replicas::each_device`] runs `devices` replicas on threads of their own:
-/// `LAW_POLYGLOT_REPLICAS=threads` or `sequential`, and by default where the machine has two
-/// cores a device. A CubeCL device has a host thread of its own besides the one that queues
-/// its work, and both spin while they wait for each other: with fewer cores, threads that
-/// wait for a core make every step slower (3.7× at 2 devices on 2 cores, under
-/// tools/fake-cuda).
+/// `LAW_POLYGLOT_REPLICAS=threads` or `sequential`, and by default where the machine has a core
+/// for each replica's thread and each of the backend's own (`ModelBackend::RUNNER_THREADS`):
+/// two a device on CubeCL, one on the CPU. A CubeCL device's runner thread and the thread that
+/// queues its work spin while they wait for each other: with fewer cores, threads that wait
+/// for a core make every step slower (5× at 2 devices on 2 cores, under tools/fake-cuda).
 fn parallel<AB: TrainBackend>(devices: usize) -> bool {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     can_thread::<AB>(devices)
         && match std::env::var(REPLICAS_ENV).as_deref() {
             Ok("sequential") => false,
             Ok("threads") => true,
-            _ => cores >= 2 * devices,
+            _ => cores >= devices * (1 + AB::RUNNER_THREADS),
         }
 }
 

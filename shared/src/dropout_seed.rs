@@ -31,7 +31,7 @@ pub fn clear() {
 }
 
 /// The seed of mask `n` (from 0) drawn under a layer seeded `seed`.
-pub fn nth_seed(seed: u64, n: u64) -> u64 {
+fn nth_seed(seed: u64, n: u64) -> u64 {
     match n {
         0 => seed,
         n => seed ^ n.wrapping_mul(0xD6E8_FEB8_6659_FD93).rotate_left(17),

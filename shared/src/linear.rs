@@ -187,8 +187,9 @@ pub fn add_bias<B: Backend, const D: usize>(
 }
 
 /// `x` with dropout's mask applied (in training: where autodiff is on and `prob > 0`, the mask
-/// drawn as `burn::nn::Dropout` draws it, from this thread's seed: `dropout_seed`), and `scale` times dropout's `1/keep`, for the caller
-/// to apply to a small factor instead of the large result.
+/// drawn as `burn::nn::Dropout` draws it, from this thread's seed: `dropout_seed`), and `scale`
+/// times dropout's `1/keep`, for the caller to apply to a small factor instead of the large
+/// result.
 fn dropout<B: Backend>(x: Tensor<B, 2>, prob: f64, scale: f64) -> (Tensor<B, 2>, f64) {
     if prob == 0.0 || !B::ad_enabled(&x.device()) {
         return (x, scale);

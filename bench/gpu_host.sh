@@ -7,9 +7,9 @@
 #     9b87273); where both multiply the same way their losses agree to the bit.
 # Measures, polyglot-ko-1.3b shape, LoRA r8 qkv, bf16:
 #   - HF + PEFT's tokens/s at batch 8 x 512 (torch_gpu_baseline.py --quick), the peer;
-#   - ours at batch 8, both builds, and this one with each product handed over to CubeCL's
-#     device thread (cublas-handover: waits for it, where the default queues the product like a
-#     kernel); each row also splits a step into the host's time to queue
+#   - ours at batch 8, both builds, and this one with attention whole (LAW_POLYGLOT_ATTENTION_
+#     BLOCKS=1) and in 4 query blocks (the default is 2: shared/src/attention_blocks.rs); each
+#     row also splits a step into the host's time to queue
 #     forward and backward and its wait for the GPU to finish them (a wait near 0: the host
 #     sets the pace);
 #   - this build with its kernels' scalar loads and one cube per row (LAW_POLYGLOT_KERNELS=
@@ -66,10 +66,12 @@ fi
 t=$(cap 90); [ "$t" -gt 0 ] && peak "$W/torch.peak" timeout "$t" python3 bench/torch_gpu_baseline.py "$W/torch" --quick \
   > "$W/torch.jsonl" 2> "$W/torch.err"
 t=$(cap 30); [ "$t" -gt 0 ] && timeout "$t" "$T" bench-matmul --device "$DEV" --check > "$W/check.jsonl" 2> "$W/check.err"
+t=$(cap 30); [ "$t" -gt 0 ] && timeout "$t" "$T" bench-matmul --device "$DEV" --check-host > "$W/check-host.jsonl" 2> "$W/check-host.err"
 run_train new "$T" 40 --layers "$LAYERS" --steps 6 --dtype "$DTYPE"
+LAW_POLYGLOT_ATTENTION_BLOCKS=1 run_train blocks1 "$T" 40 --layers "$LAYERS" --steps 6 --dtype "$DTYPE"
 LAW_POLYGLOT_MATMUL=cublas-async run_train prev "$TP" 40 --layers "$LAYERS" --steps 6 --dtype "$DTYPE"
+LAW_POLYGLOT_ATTENTION_BLOCKS=4 run_train blocks4 "$T" 40 --layers "$LAYERS" --steps 6 --dtype "$DTYPE"
 LAW_POLYGLOT_KERNELS=scalar run_train scalar "$T" 40 --layers "$LAYERS" --steps 6 --dtype "$DTYPE"
-LAW_POLYGLOT_MATMUL=cublas-handover run_train handover "$T" 40 --layers "$LAYERS" --steps 6 --dtype "$DTYPE"
 SHAPE=$B1 run_train b1 "$T" 30 --layers "$LAYERS" --steps 6 --dtype "$DTYPE"
 SHAPE=$B16 run_train b16 "$T" 40 --layers "$LAYERS" --steps 6 --dtype "$DTYPE"
 run_train nf4 "$T" 40 --layers "$LAYERS" --steps 6 --dtype "$DTYPE" --quant nf4
@@ -101,13 +103,14 @@ echo "| LoRA r8 qkv step, 1.3b shape, bf16 | tokens/s (against HF + PEFT at 8 x 
 echo "|---|---|"
 echo "| 8 x 512, this build ($(cat .gpu/plain/BUILT_FROM 2>/dev/null | cut -c1-12)) | $(row train-new) |"
 echo "| 8 x 512, previous build ($(cat .gpu/prev/BUILT_FROM 2>/dev/null | cut -c1-20)) | $(row train-prev) |"
-echo "| 8 x 512, this build, each product handed over (cublas-handover) | $(row train-handover) |"
+echo "| 8 x 512, this build, attention whole (LAW_POLYGLOT_ATTENTION_BLOCKS=1; default 2 query blocks) | $(row train-blocks1) |"
+echo "| 8 x 512, this build, attention in 4 query blocks | $(row train-blocks4) |"
 echo "| 8 x 512, this build, scalar loads and a cube per row (LAW_POLYGLOT_KERNELS=scalar) | $(row train-scalar) |"
 echo "| 1 x 512, this build | $(row train-b1) |"
 echo "| 4 layers, profiled (CubeCL kernels timed one by one) | $(row profile-plain) |"
 echo "| 16 x 512, this build | $(row train-b16) |"
 echo "| QLoRA NF4 + DQ, 8 x 512, this build | $(row train-nf4) |"
-echo "| first 3 losses: this build; previous; handed over; scalar kernels | $(losses "$W/train-new.json"); $(losses "$W/train-prev.json"); $(losses "$W/train-handover.json"); $(losses "$W/train-scalar.json") |"
+echo "| first 3 losses: this build; previous; attention whole; in 4 blocks; scalar kernels | $(losses "$W/train-new.json"); $(losses "$W/train-prev.json"); $(losses "$W/train-blocks1.json"); $(losses "$W/train-blocks4.json"); $(losses "$W/train-scalar.json") |"
 echo "| f32 check, 2 small layers, first 3 losses: this build; previous | $(losses "$W/train-check.json"); $(losses "$W/train-check-prev.json") |"
 echo "| demo model's forward on $DEV, stage by stage against the CPU (check-device) | $(grep -v '^|' "$W/check-device.md" | head -2 | tr '\n' ' ' | cut -c1-200) |"
 sftl() { echo "$(grep -o 'loss [0-9][0-9.]*' "$W/sft-$1.log" | cut -d' ' -f2 | tr '\n' ' ')(eval $(grep -o 'eval loss after training: [0-9.]*' "$W/sft-$1.log" | cut -d: -f2))"; }
@@ -115,4 +118,5 @@ echo "| demo SFT, 4 steps, losses (eval after): cpu; $DEV f32; $DEV bf16 | $(sft
 echo "| demo model's greedy answer, CPU = $DEV | $(cmp -s "$W/gen-cpu.txt" "$W/gen-cuda.txt" && [ -s "$W/gen-cpu.txt" ] && echo yes || echo "NO: $(head -c 120 "$W/gen-cuda.txt" | tr '\n' ' ')") |"
 echo "| how cuBLAS was ordered (this build) | $(grep -h -m1 -o "cuBLAS queues[^(]*\|CubeCL's stream not found[^;]*" "$W/train-new.err" 2>/dev/null) |"
 echo "| bench-matmul --check, largest relative difference | $(grep -o '"rel_err":[0-9.e+-]*' "$W/check.jsonl" 2>/dev/null | cut -d: -f2 | sort -g | tail -1) |"
+echo "| bench-matmul --check-host (products against the CPU's, accumulation into rows included) | $(grep -c '"rel_err"' "$W/check-host.jsonl" 2>/dev/null) products, largest relative difference $(grep -o '"rel_err":[0-9.e+-]*' "$W/check-host.jsonl" 2>/dev/null | cut -d: -f2 | sort -g | tail -1); $(grep -m1 -o 'Error: .*' "$W/check-host.err" 2>/dev/null || echo within tolerance) |"
 pack_out --exclude='mem.*' --exclude='*.nsys-rep'

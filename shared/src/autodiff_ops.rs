@@ -17,6 +17,7 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{DType, FloatDType, Int, Tensor};
 
+use crate::attention_blocks::{attend_in_blocks, query_blocks, rows};
 use crate::backend::{ModelBackend, causal_attention_bf16, from_prim, linear_in, to_prim};
 use crate::base_weight::Nf4Weight;
 use crate::rope::Rope;
@@ -78,33 +79,11 @@ impl<B: ModelBackend> Backward<B, 1> for QkvAttention {
         let bf16 = q.dtype() == DType::BF16;
         unary::<B, _>(ops.parents, ops.node, grads, |g| {
             mark_prim::<B>(&g, "attention.bwd");
-            let c = (q.dims()[3] as f64).powf(-0.5);
             let g: Tensor<B, 4> = from_prim(g);
             // rounded once for both products, and laid out once for both: it comes through the
             // transpose of the heads' `[b, T, h, d]` layout, which cuBLAS cannot batch
             let g = B::contiguous(if bf16 { g.cast(FloatDType::BF16) } else { g });
-            // q's, k's and v's gradients, and the probabilities' (dp), in bf16 straight from
-            // the products, as a bf16 model in PyTorch has them: half the bytes of f32 for the
-            // products to write and the next kernels to read (the rotary transpose and the
-            // softmax's backward compute in f32). The scores stay f32, for the exponential.
-            let product = |a, b| match bf16 {
-                true => B::gemm_as(a, b, true, FloatDType::BF16),
-                false => B::gemm(a, b, false),
-            };
-            let scores = B::gemm(q.clone(), k.clone().transpose(), bf16);
-            let dp = product(g.clone(), v.transpose());
-            // P and dS in one pass from the scores, P in f32 in between (unrounded, as
-            // autodiff through the forward would read it), both written rounded to bf16 once
-            // for their products
-            let dtype_p = if bf16 {
-                FloatDType::BF16
-            } else {
-                scores.dtype().into()
-            };
-            let (p, ds) = B::causal_softmax_backward(scores, dp, c, dtype_p);
-            let dv = product(p.transpose(), g);
-            let dk = product(ds.clone().transpose(), q);
-            let dq = product(ds, k);
+            let (dq, dk, dv) = attention_grads(q, k, v, g, bf16);
             done::<B>(to_prim(B::split_qkv_rope_backward(
                 dq,
                 dk,
@@ -114,6 +93,72 @@ impl<B: ModelBackend> Backward<B, 1> for QkvAttention {
             )))
         });
     }
+}
+
+/// q's, k's and v's gradients from the output's `g` (laid out and rounded as the products
+/// take it), one query block at a time ([`query_blocks`]), the last and longest first: block
+/// `r0..r1`'s queries see the first `r1` keys, so its scores are `[b, h, r1 − r0, r1]`, and its
+/// key and value gradients are added into the first `r1` rows of the last block's
+/// ([`ModelBackend::gemm_add_rows`]).
+fn attention_grads<B: ModelBackend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    g: Tensor<B, 4>,
+    bf16: bool,
+) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
+    let c = (q.dims()[3] as f64).powf(-0.5);
+    // q's, k's and v's gradients, and the probabilities' (dp), in bf16 straight from the
+    // products, as a bf16 model in PyTorch has them: half the bytes of f32 for the products to
+    // write and the next kernels to read (the rotary transpose and the softmax's backward
+    // compute in f32). The scores stay f32, for the exponential.
+    let product = |a, b| match bf16 {
+        true => B::gemm_as(a, b, true, FloatDType::BF16),
+        false => B::gemm(a, b, false),
+    };
+    let blocks = query_blocks(q.dims()[2]);
+    let whole = blocks.len() == 1;
+    let mut dqs = Vec::with_capacity(blocks.len());
+    let mut dkv: Option<(Tensor<B, 4>, Tensor<B, 4>)> = None;
+    for r in blocks.into_iter().rev() {
+        let seen = 0..r.end;
+        let [qi, gi, ki, vi] = match whole {
+            true => [&q, &g, &k, &v].map(Tensor::clone),
+            false => [
+                rows(&q, r.clone()),
+                rows(&g, r),
+                rows(&k, seen.clone()),
+                rows(&v, seen),
+            ],
+        };
+        let scores = B::gemm(qi.clone(), ki.clone().transpose(), bf16);
+        let dp = product(gi.clone(), vi.transpose());
+        // P and dS in one pass from the scores, P in f32 in between (unrounded, as autodiff
+        // through the forward would read it), both written rounded to bf16 once for their
+        // products
+        let dtype_p = if bf16 {
+            FloatDType::BF16
+        } else {
+            scores.dtype().into()
+        };
+        let (p, ds) = B::causal_softmax_backward(scores, dp, c, dtype_p);
+        let (pt, dst) = (p.transpose(), ds.clone().transpose());
+        dkv = Some(match dkv {
+            None => (product(dst, qi), product(pt, gi)),
+            Some((dk, dv)) => (
+                B::gemm_add_rows(dk, dst, qi, bf16),
+                B::gemm_add_rows(dv, pt, gi, bf16),
+            ),
+        });
+        dqs.push(product(ds, ki));
+    }
+    dqs.reverse();
+    let dq = match whole {
+        true => dqs.pop().expect("one block"),
+        false => Tensor::cat(dqs, 2),
+    };
+    let (dk, dv) = dkv.expect("a block");
+    (dq, dk, dv)
 }
 
 #[derive(Debug)]
@@ -467,11 +512,11 @@ impl<B: ModelBackend, C: CheckpointStrategy> ModelBackend for Autodiff<B, C> {
         let (q, k, v, y) = if bf16 {
             // written in bf16 once: the forward matmuls and the state share them
             let (q, k, v) = B::split_qkv_rope_as(inner, &rope, FloatDType::BF16);
-            let y = causal_attention_bf16(q.clone(), k.clone(), v.clone());
+            let y = attend_in_blocks(q.clone(), k.clone(), v.clone(), causal_attention_bf16);
             (q, k, v, y)
         } else {
             let (q, k, v) = B::split_qkv_rope(inner, &rope);
-            let y = B::causal_attention(q.clone(), k.clone(), v.clone());
+            let y = attend_in_blocks(q.clone(), k.clone(), v.clone(), B::causal_attention);
             (q, k, v, y)
         };
         record(QkvAttention, [&qkv], y, || {
@@ -628,6 +673,7 @@ impl<B: ModelBackend, C: CheckpointStrategy> ModelBackend for Autodiff<B, C> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::attention_blocks::with_blocks;
     use crate::backend::{causal_probs, split_qkv};
     use burn::backend::Flex;
     use burn::tensor::TensorPrimitive;
@@ -674,10 +720,23 @@ mod tests {
     /// GPT-NeoX's) and the materialised softmax.
     #[test]
     fn qkv_attention_gradient_matches_the_materialised_graph() {
+        against_the_materialised_graph(6);
+    }
+
+    /// The same in query blocks: 3 of 2, 2 and 3 queries (the keys they see grow, the key and
+    /// value gradients are gathered over the blocks), and 2 of 3 and 4.
+    #[test]
+    fn qkv_attention_in_blocks_matches_the_materialised_graph() {
+        for n in [3, 2] {
+            with_blocks(n, 1, || against_the_materialised_graph(7));
+        }
+    }
+
+    fn against_the_materialised_graph(t: usize) {
         let device = Default::default();
-        let rope = Rope::<AD>::new(4, 8, 10000.0, 0, 6, &device);
-        let qkv0 = random([2, 3, 6, 24], 1);
-        let w = random([2, 3, 6, 8], 4); // a loss that weighs every output differently
+        let rope = Rope::<AD>::new(4, 8, 10000.0, 0, t, &device);
+        let qkv0 = random([2, 3, t, 24], 1);
+        let w = random([2, 3, t, 8], 4); // a loss that weighs every output differently
         let qkv = qkv0.clone().require_grad();
         let fused = AD::qkv_attention(qkv.clone(), &rope, false);
         let g = (fused.clone() * w.clone()).sum().backward();
@@ -719,6 +778,40 @@ mod tests {
         };
         let (d16, d32) = (distance(true), distance(false));
         assert!(d32 > 0.0 && d16 < 0.05 * d32, "bf16 {d16}, f32 {d32}");
+    }
+
+    /// In bf16 and query blocks (3 of 2, 2 and 3 queries) the gradient is as far from the f32
+    /// graph's as the whole sequence's bf16 gradient is: the blocks' key and value gradients
+    /// are summed in f32 and rounded once more, not rounded at each block.
+    #[test]
+    fn bf16_attention_in_blocks_is_as_close_to_f32() {
+        let device = Default::default();
+        let rope = Rope::<AD>::new(4, 8, 10000.0, 0, 9, &device);
+        let (qkv0, w) = (random([2, 3, 9, 24], 33), random([2, 3, 9, 8], 34));
+        let rx = qkv0.clone().require_grad();
+        let (q, k, v) = split_qkv(rx.clone(), &rope);
+        let rg = (causal_probs(q, k, false).matmul(v) * w.clone())
+            .sum()
+            .backward();
+        let truth = rx.grad(&rg).unwrap();
+        let grad = || {
+            let x = qkv0.clone().require_grad();
+            let y = AD::qkv_attention(x.clone(), &rope, true).cast(FloatDType::F32);
+            x.grad(&(y * w.clone()).sum().backward()).unwrap()
+        };
+        let distance =
+            |a: Tensor<Flex, 4>, b: Tensor<Flex, 4>| -> f32 { (a - b).abs().mean().into_scalar() };
+        let (whole, blocks) = (grad(), with_blocks(3, 1, grad));
+        let (dw, db) = (
+            distance(whole.clone(), truth.clone()),
+            distance(blocks.clone(), truth),
+        );
+        assert!(dw > 0.0 && db < 1.2 * dw, "blocks {db}, whole {dw}");
+        let apart = distance(blocks, whole);
+        assert!(
+            apart < 0.5 * dw,
+            "blocks and whole {apart} apart, whole from f32 {dw}"
+        );
     }
 
     /// Decoding after a cache (T < S): the backend's attention with the bottom-right causal mask.

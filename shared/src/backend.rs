@@ -24,6 +24,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ops::{AttentionModuleOptions, FloatTensor, ModuleOps};
 use burn::tensor::{Bool, FloatDType, IndexingUpdateOp, Int, Tensor, TensorPrimitive};
 
+use crate::attention_blocks::{add_first_rows, attend_in_blocks};
 use crate::base_weight::Nf4Weight;
 use crate::rope::Rope;
 
@@ -60,14 +61,15 @@ pub trait ModelBackend: Backend {
     /// `qkv: [b, h, T, 3·d]`, each head's q, k and v in turn, the rotary embedding applied to
     /// q and k ([`split_qkv`]). `bf16`: the two matmuls take bf16 factors
     /// ([`causal_attention_bf16`]) and q, k and v are written in bf16 (kept so under autodiff),
-    /// the rotary embedding computed in f32 from a bf16 projection.
+    /// the rotary embedding computed in f32 from a bf16 projection. Long sequences are attended
+    /// in query blocks ([`attend_in_blocks`]).
     fn qkv_attention(qkv: Tensor<Self, 4>, rope: &Rope<Self>, bf16: bool) -> Tensor<Self, 4> {
         if bf16 {
             let (q, k, v) = Self::split_qkv_rope_as(qkv, rope, FloatDType::BF16);
-            causal_attention_bf16(q, k, v)
+            attend_in_blocks(q, k, v, causal_attention_bf16)
         } else {
             let (q, k, v) = Self::split_qkv_rope(qkv, rope);
-            Self::causal_attention(q, k, v)
+            attend_in_blocks(q, k, v, Self::causal_attention)
         }
     }
 
@@ -88,6 +90,25 @@ pub trait ModelBackend: Backend {
         out: FloatDType,
     ) -> Tensor<Self, D> {
         Self::gemm(a, b, bf16).cast(out)
+    }
+
+    /// `acc` (`[b, h, S, n]`) with `a·b` (`[b, h, s, n]`, `s ≤ S`) added to its first `s` rows:
+    /// the sum computed in f32 (the product from bf16 factors with `bf16`, as
+    /// [`gemm`](Self::gemm)) and written in `acc`'s dtype, rounded once. Attention's key and
+    /// value gradients gathered over its query blocks (`attention_blocks.rs`). CUDA runs it as
+    /// one cuBLAS product with `β = 1` into `acc`'s rows.
+    fn gemm_add_rows(
+        acc: Tensor<Self, 4>,
+        a: Tensor<Self, 4>,
+        b: Tensor<Self, 4>,
+        bf16: bool,
+    ) -> Tensor<Self, 4> {
+        // bf16 factors multiplied in f32, as cuBLAS does (not a bf16 product, rounded)
+        let f32 = |t: Tensor<Self, 4>| match bf16 {
+            true => t.cast(FloatDType::BF16).cast(FloatDType::F32),
+            false => t.cast(FloatDType::F32),
+        };
+        add_first_rows(acc, f32(a).matmul(f32(b)))
     }
 
     /// `x·w` for a frozen weight `w: [in, out]` (any strides: `Wᵀ` in a backward pass),
@@ -585,6 +606,29 @@ where
         match crate::cublas::matmul(to_prim(a), to_prim(b), out.into()) {
             Ok(c) => from_prim(c),
             Err((a, b)) => matmul(from_prim(a), from_prim(b), bf16).cast(out),
+        }
+    }
+
+    /// On cuBLAS where it loads, one product with `β = 1` into `acc`'s first rows (where `acc`
+    /// is this call's alone, contiguous and of a dtype cuBLAS writes); else as the default.
+    #[cfg(feature = "cublas")]
+    fn gemm_add_rows(
+        acc: Tensor<Self, 4>,
+        a: Tensor<Self, 4>,
+        b: Tensor<Self, 4>,
+        bf16: bool,
+    ) -> Tensor<Self, 4> {
+        let (a, b) = if bf16 {
+            (a.cast(FloatDType::BF16), b.cast(FloatDType::BF16))
+        } else {
+            (a, b)
+        };
+        match crate::cublas::matmul_add_rows(to_prim(acc), to_prim(a), to_prim(b)) {
+            Ok(acc) => from_prim(acc),
+            Err([acc, a, b]) => {
+                let part = matmul(from_prim(a), from_prim(b), bf16).cast(FloatDType::F32);
+                add_first_rows(from_prim(acc), part)
+            }
         }
     }
 

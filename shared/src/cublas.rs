@@ -249,6 +249,85 @@ pub fn matmul<R: CubeRuntime>(
     }
 }
 
+/// `acc` (`[.., S, n]`, contiguous and this call's alone) with `a·b` (`[.., s, n]`, `s ≤ S`, the
+/// same batch) added to its first `s` rows in place: one cuBLAS product with `β = 1` into those
+/// rows (computed in f32, the sum rounded once to `acc`'s dtype). The three come back (`Err`)
+/// where cuBLAS does not apply, as for [`matmul`], or `acc` is shared or not contiguous.
+#[allow(clippy::result_large_err)]
+pub fn matmul_add_rows<R: CubeRuntime>(
+    acc: CubeTensor<R>,
+    a: CubeTensor<R>,
+    b: CubeTensor<R>,
+) -> Result<CubeTensor<R>, [CubeTensor<R>; 3]> {
+    let usable = a.dtype == b.dtype
+        && data_type(a.dtype).is_some()
+        && data_type(acc.dtype).is_some()
+        && acc.can_mut()
+        && acc.is_contiguous();
+    if !usable || !is_cuda::<R>() || !available() {
+        return Err([acc, a, b]);
+    }
+    let cuda = |t: CubeTensor<R>| -> CubeTensor<CudaRuntime> {
+        *(Box::new(t) as Box<dyn Any>)
+            .downcast::<CubeTensor<CudaRuntime>>()
+            .expect("the runtime is CUDA's")
+    };
+    let back = |t: CubeTensor<CudaRuntime>| -> CubeTensor<R> {
+        *(Box::new(t) as Box<dyn Any>)
+            .downcast::<CubeTensor<R>>()
+            .expect("the runtime checked above")
+    };
+    cuda_matmul_add_rows(cuda(acc), cuda(a), cuda(b))
+        .map(back)
+        .map_err(|ts| ts.map(back))
+}
+
+#[allow(clippy::result_large_err)]
+fn cuda_matmul_add_rows(
+    acc: CubeTensor<CudaRuntime>,
+    a: CubeTensor<CudaRuntime>,
+    b: CubeTensor<CudaRuntime>,
+) -> Result<CubeTensor<CudaRuntime>, [CubeTensor<CudaRuntime>; 3]> {
+    let d = acc.meta.shape().len();
+    let fits = d >= 2
+        && a.meta.shape().len() == d
+        && b.meta.shape().len() == d
+        && a.meta.shape()[..d - 2] == acc.meta.shape()[..d - 2]
+        && a.meta.shape()[d - 2] <= acc.meta.shape()[d - 2];
+    let gemm = match handle(acc.device.index) {
+        Some(gemm) if fits => gemm,
+        _ => return Err([acc, a, b]),
+    };
+    // the first rows of each batch: acc's buffer and strides, fewer rows (not a slice, which
+    // could be a copy)
+    let mut rows = acc.clone();
+    rows.meta.shape_mut()[d - 2] = a.meta.shape()[d - 2];
+    let (a, b, mut p) = match plan(&layout(&a), &layout(&b), &layout(&rows)) {
+        Some(p) => (a, b, p),
+        None => {
+            let [ca, cb] = copies(&layout(&a), &layout(&b), &layout(&rows)).unwrap_or([true; 2]);
+            let a = if ca { into_contiguous(a) } else { a };
+            let b = if cb { into_contiguous(b) } else { b };
+            match plan(&layout(&a), &layout(&b), &layout(&rows)) {
+                Some(p) => (a, b, p),
+                None => {
+                    drop(rows);
+                    return Err([acc, a, b]);
+                }
+            }
+        }
+    };
+    p.accumulate = true;
+    match run(&gemm, &p, &a, &b, &rows) {
+        Ok(()) => Ok(acc),
+        Err(e) => {
+            warn_once(&e);
+            drop(rows);
+            Err([acc, a, b])
+        }
+    }
+}
+
 /// Whether `R` is burn-cuda's runtime.
 fn is_cuda<R: CubeRuntime>() -> bool {
     std::any::TypeId::of::<R>() == std::any::TypeId::of::<CudaRuntime>()
@@ -397,7 +476,10 @@ static QUEUED_FAILED: AtomicBool = AtomicBool::new(false);
 /// hand-over waits for the device thread to run everything queued before it: ~500 a step,
 /// each a flush of CubeCL's task batch and a wake-up of either thread): the thread looks up
 /// the addresses and launches it on CubeCL's `stream`, in program order with the kernels
-/// around it. The task holds the three tensors until then.
+/// around it. The task holds the three tensors' memory until then as CubeCL's own launches
+/// hold their arguments' (bindings): that keeps the memory from reuse, but not the tensors from
+/// in-place updates, which CubeCL's stream orders after the product (the product's output
+/// updated in place by the next op, or by a later product with `β = 1`).
 fn queue(
     gemm: Arc<Mutex<Gemm>>,
     p: GemmPlan,
@@ -408,8 +490,12 @@ fn queue(
     // the one error known before the launch: sizes beyond cuBLAS's integers
     launch_args(&p)?;
     let device = tensors[2].device.to_id();
+    let types = tensors
+        .each_ref()
+        .map(|t| data_type(t.dtype).expect("checked"));
+    let bindings = tensors.map(|t| t.handle.binding());
     cubecl::device_handle::DeviceHandle::<Server>::new(device).submit(move |server| {
-        if let Err(e) = launch_queued(server, &gemm, &p, &tensors, stream) {
+        if let Err(e) = launch_queued(server, &gemm, &p, bindings, types, stream) {
             QUEUED_FAILED.store(true, Ordering::Relaxed);
             eprintln!(
                 "error: a cuBLAS product queued on CubeCL's stream failed ({e}): this step's \
@@ -424,16 +510,17 @@ fn launch_queued(
     server: &mut Server,
     gemm: &Mutex<Gemm>,
     p: &GemmPlan,
-    tensors: &[CubeTensor<CudaRuntime>; 3],
+    bindings: [cubecl::server::Binding; 3],
+    types: [sys::cudaDataType; 3],
     stream: u64,
 ) -> Result<(), String> {
     use cubecl::server::ComputeServer;
     // on the device thread, the caller's stream id
     let id = cubecl::stream_id::StreamId::current();
     let mut ptrs = [0u64; 3];
-    for (ptr, t) in ptrs.iter_mut().zip(tensors) {
+    for (ptr, binding) in ptrs.iter_mut().zip(bindings) {
         let resource = server
-            .get_resource(t.handle.clone().binding(), id)
+            .get_resource(binding, id)
             .map_err(|e| format!("{e:?}"))?;
         *ptr = resource.resource().ptr;
     }
@@ -443,9 +530,6 @@ fn launch_queued(
         .bind_to_thread()
         .map_err(|e| e.to_string())?;
     queue_on(&mut gemm, stream)?;
-    let types = tensors
-        .each_ref()
-        .map(|t| data_type(t.dtype).expect("checked"));
     launch(&gemm, p, types, ptrs)
 }
 
@@ -649,6 +733,7 @@ const EMPTY: GemmPlan = GemmPlan {
     stride_b: 0,
     stride_c: 0,
     batch: 1,
+    accumulate: false,
 };
 
 /// Queues the product of `a` and `b` into `c` (their dtypes and addresses) on cuBLAS's stream.
@@ -659,7 +744,7 @@ fn launch(
     [pa, pb, pc]: [u64; 3],
 ) -> Result<(), String> {
     let n = launch_args(p)?;
-    let (alpha, beta) = (1.0f32, 0.0f32);
+    let (alpha, beta) = (1.0f32, if p.accumulate { 1.0f32 } else { 0.0 });
     // SAFETY: the pointers are live device allocations of the sizes the plan's strides address,
     // ordered by the caller after the work that writes the inputs and before any that reuses
     // the memory.

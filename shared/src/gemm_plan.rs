@@ -43,6 +43,9 @@ pub struct GemmPlan {
     pub stride_b: usize,
     pub stride_c: usize,
     pub batch: usize,
+    /// `β = 1`: the product added to what C holds (`C += A·B`, in the compute type, rounded
+    /// once to C's dtype); `β = 0` otherwise. [`plan`] leaves it off.
+    pub accumulate: bool,
 }
 
 /// How a `rows × cols` matrix with strides `(sr, sc)` enters cuBLAS as the column-major matrix
@@ -119,6 +122,7 @@ pub fn plan(a: &Layout, b: &Layout, c: &Layout) -> Option<GemmPlan> {
         stride_b: sa,
         stride_c: sc,
         batch: count,
+        accumulate: false,
     };
     // a weight shared by the batch, and the batch of a and c runs of rows: one GEMM
     if count > 1 && sb == 0 && opa == Op::N && sa == m * lda && sc == m * ldc {
@@ -171,8 +175,8 @@ pub fn copies(a: &Layout, b: &Layout, c: &Layout) -> Option<[bool; 2]> {
 mod tests {
     use super::*;
 
-    /// cuBLAS's definition of the strided-batched GEMM (column-major, `C = op(A)·op(B)`), on
-    /// flat buffers.
+    /// cuBLAS's definition of the strided-batched GEMM (column-major, `C = op(A)·op(B)`, or
+    /// `C += op(A)·op(B)` with `accumulate`), on flat buffers.
     fn cublas_reference(p: &GemmPlan, a: &[f32], b: &[f32], c: &mut [f32]) {
         for s in 0..p.batch {
             for i in 0..p.m {
@@ -189,7 +193,8 @@ mod tests {
                         };
                         acc += x * y;
                     }
-                    c[s * p.stride_c + i + j * p.ldc] = acc;
+                    let out = &mut c[s * p.stride_c + i + j * p.ldc];
+                    *out = if p.accumulate { *out + acc } else { acc };
                 }
             }
         }
@@ -433,6 +438,37 @@ mod tests {
     /// Attention's backward: the heads' gradient `g` (`[b, h, T, d]` read through the
     /// `[b, T, h, d]` layout the output projection wrote) times `vᵀ` (a transposed view), and
     /// `Pᵀ` (a transposed view) times `g`: only `g` is copied, not the other factor.
+    /// Attention's key and value gradients over query blocks: a block's `dSᵀ·q` (`[b, h, s,
+    /// d]`) added into the first `s` rows of each batch of the last block's `[b, h, S, d]`, the
+    /// rows beyond untouched.
+    #[test]
+    fn a_product_adds_into_the_first_rows_of_a_larger_buffer() {
+        let (s_rows, big, d, k) = (3, 5, 4, 6);
+        let dst = tensor(&[2, 3, s_rows, k], true, false, 21); // dSᵀ, a transposed view
+        let q = tensor(&[2, 3, k, d], false, false, 22);
+        let held = tensor(&[2, 3, big, d], false, false, 23);
+        let c = Layout {
+            shape: &[2, 3, s_rows, d],
+            strides: &held.strides,
+        };
+        let mut p = plan(&dst.layout(), &q.layout(), &c).expect("a plan");
+        assert_eq!((p.batch, p.ldc, p.stride_c), (6, d, big * d));
+        p.accumulate = true;
+        let mut out = held.data.clone();
+        cublas_reference(&p, &q.data, &dst.data, &mut out);
+        for idx in indices(&[2, 3, big, d]) {
+            let off: usize = idx.iter().zip(&held.strides).map(|(i, s)| i * s).sum();
+            let mut want = held.at(&idx);
+            if idx[2] < s_rows {
+                let (x, y) = (&idx[..2], idx[3]);
+                want += (0..k)
+                    .map(|l| dst.at(&[x[0], x[1], idx[2], l]) * q.at(&[x[0], x[1], l, y]))
+                    .sum::<f32>();
+            }
+            assert_eq!(out[off], want, "at {idx:?}");
+        }
+    }
+
     #[test]
     fn only_the_operand_that_does_not_fit_is_copied() {
         let (b, h, t, d) = (2usize, 3, 5, 4);

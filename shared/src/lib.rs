@@ -4,6 +4,7 @@
 
 pub mod activation;
 pub mod attention;
+pub mod attention_blocks;
 mod autodiff_ops;
 pub mod backend;
 pub mod base_weight;

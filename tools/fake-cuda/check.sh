@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The trainer's CUDA path, with no GPU: every kernel it launches compiled by the real NVRTC for
-# an H200 (sm_90a), every cuBLAS product's arguments checked, and the host side run through
-# CUDA's driver calls (fake_cuda.c says what is and is not checked). Run it before spending a
+# an H200 (sm_90a), every cuBLAS product's arguments checked (and a few products computed, on
+# the host, against the CPU's), and the host side run through CUDA's driver calls (fake_cuda.c
+# says what is and is not checked). Run it before spending a
 # lent GPU's minutes, and in CI (.ci/run).
 #
 #   bash tools/fake-cuda/check.sh [TRAINER]
@@ -72,6 +73,9 @@ FAKE_CUDA_DEVICES=2 LAW_POLYGLOT_REPLICAS=threads run sft-2-threads sft --device
   --devices 0,1 --dtype bf16 --max-steps 2 --show-answers 0 --out "$WORK/sft4"
 run sft-qlora sft --device cuda --dtype bf16 --quant nf4 --grad-checkpointing --max-steps 2 \
   --show-answers 0 --out "$WORK/sft3"
+# our cuBLAS calls computed on the host against the CPU's products (layouts, views at offsets,
+# accumulation into rows); the command fails beyond a tolerance
+FAKE_CUDA_GEMM=compute run products bench-matmul --device cuda --check-host
 run generate generate --device cuda --max-new-tokens 4 --prompt "헌법 제1조는?"
 run generate-nf4 generate --device cuda --quant nf4 --max-new-tokens 4 --prompt "헌법 제1조는?"
 

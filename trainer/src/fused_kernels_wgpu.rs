@@ -235,6 +235,34 @@ fn softmax_checks() {
     );
 }
 
+/// Attention through the autodiff node in query blocks on wgpu (3 blocks of 2, 2 and 3
+/// queries: the softmax kernels' offset masks, views of q, k, v and the output's gradient, the
+/// key and value gradients added into rows) against the whole sequence on the CPU: the output
+/// and the gradient of the fused projection.
+#[test]
+fn attention_in_blocks_matches_the_cpu() {
+    use burn::backend::Autodiff;
+    use shared::attention_blocks::with_blocks;
+    use shared::rope::Rope;
+    type AF = Autodiff<Flex>;
+    type AG = Autodiff<G>;
+    let (x, xg) = pair([2, 3, 7, 24], 41, 1.0);
+    let (w, wg) = pair([2, 3, 7, 8], 42, 1.0);
+    let x = Tensor::<AF, 4>::from_inner(x).require_grad();
+    let rope = Rope::<AF>::new(4, 8, 10000.0, 0, 7, &Default::default());
+    let y = AF::qkv_attention(x.clone(), &rope, false);
+    let g = x.grad(&(y.clone() * Tensor::from_inner(w)).sum().backward());
+    let (yg, gg) = with_blocks(3, 1, || {
+        let x = Tensor::<AG, 4>::from_inner(xg).require_grad();
+        let rope = Rope::<AG>::new(4, 8, 10000.0, 0, 7, &Default::default());
+        let y = AG::qkv_attention(x.clone(), &rope, false);
+        let g = x.grad(&(y.clone() * Tensor::from_inner(wg)).sum().backward());
+        (y.inner(), g.unwrap())
+    });
+    close(yg, y.inner());
+    close(gg, g.unwrap());
+}
+
 /// The loss (rows of weight 0 included, targets at both ends of the vocabulary, in the first
 /// and the last lanes of a vector load) and its gradient, on both paths.
 #[test]

@@ -1,6 +1,7 @@
 //! `trainer bench-matmul`: square matmul TFLOP/s on a device (the GPU benchmark's ceiling) of
 //! the product the model runs (`ModelBackend::gemm`: cuBLAS on CUDA where it loads); with
 //! `--check`, that product against burn's matmul in every layout the training step uses; with
+//! `--check-host`, against the CPU's (`matmul_host_check.rs`); with
 //! `--probe`, every CubeCL matmul routine at given shapes (`matmul_probe.rs`).
 
 use std::time::Instant;
@@ -42,6 +43,11 @@ pub struct BenchMatmulArgs {
     /// per layout, with the largest difference relative to the largest value).
     #[arg(long)]
     pub check: bool,
+    /// Compare the model's products on the device with the CPU's, from the same operands made
+    /// on the CPU (`matmul_host_check.rs`; runs under tools/fake-cuda with
+    /// FAKE_CUDA_GEMM=compute); fails beyond a tolerance.
+    #[arg(long)]
+    pub check_host: bool,
 }
 
 fn parse_shape(s: &str) -> Result<[usize; 3], String> {
@@ -56,6 +62,11 @@ fn parse_shape(s: &str) -> Result<[usize; 3], String> {
 pub fn run(args: BenchMatmulArgs) -> Result<()> {
     if args.probe {
         return probe(&args);
+    }
+    if args.check_host {
+        return with_backend!(args.device.clone(), |B, device| {
+            super::matmul_host_check::check_host::<B>(&device, args.device.matmul_impl())
+        });
     }
     if args.check {
         return with_backend!(args.device.clone(), |B, device| {
@@ -121,7 +132,10 @@ fn random<B: ModelBackend, const D: usize>(shape: [usize; D], device: &B::Device
 }
 
 /// The largest difference of `got` from `want`, relative to the largest magnitude of `want`.
-fn rel_err<B: ModelBackend, const D: usize>(got: Tensor<B, D>, want: Tensor<B, D>) -> f64 {
+pub(super) fn rel_err<B: ModelBackend, const D: usize>(
+    got: Tensor<B, D>,
+    want: Tensor<B, D>,
+) -> f64 {
     let diff: f64 = (got - want.clone()).abs().max().into_scalar().elem();
     let top: f64 = want.abs().max().into_scalar().elem();
     diff / top.max(f64::MIN_POSITIVE)

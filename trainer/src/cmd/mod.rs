@@ -9,6 +9,7 @@ pub mod eval_qa;
 pub mod export_web;
 pub mod generate;
 pub mod lora_args;
+pub mod matmul_host_check;
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
 pub mod matmul_probe;
 pub mod merge;

@@ -10,8 +10,13 @@
 //! (`ModelBackend::gemm_add_rows`: on CUDA, cuBLAS adds each block's product into the last
 //! block's in place, as a GEMM with `β = 1`).
 //!
-//! `LAW_POLYGLOT_ATTENTION_BLOCKS=n` picks `n` (read once; 2 by default, 1 for the square
-//! form). A block keeps at least [`MIN_ROWS`] queries, so short sequences stay whole.
+//! By default a sequence is cut in [`DEFAULT_BLOCKS`] where its scores hold at least
+//! [`MIN_SCORES`] elements (`b·h·T²`: the 1.3B shape's from 2 × 512 up). Each block costs a few
+//! more launches, a couple of milliseconds of host work a step at the 1.3B shape, so below that
+//! size, where the host rather than the GPU sets a step's pace, the square form is kept.
+//! `LAW_POLYGLOT_ATTENTION_BLOCKS=n` (read once) cuts every sequence long enough in `n`, 1 for
+//! the square form. A block keeps at least [`MIN_ROWS`] queries, so short sequences stay
+//! whole.
 
 use std::cell::Cell;
 use std::ops::Range;
@@ -26,6 +31,9 @@ pub const BLOCKS_ENV: &str = "LAW_POLYGLOT_ATTENTION_BLOCKS";
 /// The blocks a sequence is cut into when the variable is not set.
 pub const DEFAULT_BLOCKS: usize = 2;
 
+/// Unless the variable says otherwise, scores of fewer elements (`b·h·T²`) stay whole.
+pub const MIN_SCORES: usize = 1 << 23;
+
 /// The fewest queries a block may hold (a sequence shorter than two such blocks stays whole).
 pub const MIN_ROWS: usize = 128;
 
@@ -38,19 +46,19 @@ thread_local! {
     static OVERRIDE: Cell<Option<(usize, usize)>> = const { Cell::new(None) };
 }
 
-/// The number of blocks `LAW_POLYGLOT_ATTENTION_BLOCKS` asks for (read once).
-fn configured() -> usize {
-    static BLOCKS: OnceLock<usize> = OnceLock::new();
+/// The number of blocks `LAW_POLYGLOT_ATTENTION_BLOCKS` asks for (read once), if it is set.
+fn configured() -> Option<usize> {
+    static BLOCKS: OnceLock<Option<usize>> = OnceLock::new();
     *BLOCKS.get_or_init(|| match std::env::var(BLOCKS_ENV) {
-        Err(_) => DEFAULT_BLOCKS,
+        Err(_) => None,
         Ok(v) => match v.trim().parse::<usize>() {
-            Ok(n) if n >= 1 => n,
+            Ok(n) if n >= 1 => Some(n),
             _ => {
                 eprintln!(
                     "warning: {BLOCKS_ENV}={v:?} is not a number of blocks (1 or more); \
-                     using {DEFAULT_BLOCKS}"
+                     using the default"
                 );
-                DEFAULT_BLOCKS
+                None
             }
         },
     })
@@ -69,12 +77,17 @@ pub fn with_blocks<T>(blocks: usize, min_rows: usize, f: impl FnOnce() -> T) -> 
     f()
 }
 
-/// The query blocks of a sequence of `t` positions, in order: `0..t` alone, or `n` contiguous
-/// ranges of nearly equal size that cover it.
-pub fn query_blocks(t: usize) -> Vec<Range<usize>> {
-    let (n, min_rows) = OVERRIDE
-        .with(Cell::get)
-        .unwrap_or_else(|| (configured(), MIN_ROWS));
+/// The query blocks of attention's `[b, h, T, ·]` queries (`dims`), in order: `0..T` alone,
+/// or contiguous ranges of nearly equal size that cover it.
+pub fn query_blocks(dims: [usize; 4]) -> Vec<Range<usize>> {
+    let [b, h, t, _] = dims;
+    let (n, min_rows) = OVERRIDE.with(Cell::get).unwrap_or_else(|| {
+        let n = configured().unwrap_or(match b * h * t * t >= MIN_SCORES {
+            true => DEFAULT_BLOCKS,
+            false => 1,
+        });
+        (n, MIN_ROWS)
+    });
     split(t, n, min_rows)
 }
 
@@ -109,7 +122,7 @@ pub fn attend_in_blocks<B: Backend>(
     v: Tensor<B, 4>,
     attend: impl Fn(Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) -> Tensor<B, 4>,
 ) -> Tensor<B, 4> {
-    let blocks = query_blocks(q.dims()[2]);
+    let blocks = query_blocks(q.dims());
     if blocks.len() == 1 {
         return attend(q, k, v);
     }
@@ -158,13 +171,30 @@ mod tests {
 
     #[test]
     fn the_override_holds_on_its_thread_only_while_it_runs() {
+        let dims = [1, 1, 6, 4];
         let inside = with_blocks(3, 1, || {
-            let other = std::thread::spawn(|| query_blocks(6)).join().unwrap();
-            (query_blocks(6), other)
+            let other = std::thread::spawn(move || query_blocks(dims))
+                .join()
+                .unwrap();
+            (query_blocks(dims), other)
         });
         assert_eq!(inside.0, vec![0..2, 2..4, 4..6]);
         // another thread, and this one afterwards, read the variable (6 rows: one block)
         assert_eq!(inside.1, vec![0..6]);
-        assert_eq!(query_blocks(6), vec![0..6]);
+        assert_eq!(query_blocks(dims), vec![0..6]);
+    }
+
+    /// Where the variable is not set (as in tests): two blocks from `b·h·T²` = 2²³ up.
+    #[test]
+    fn by_default_large_scores_take_two_blocks() {
+        if configured().is_some() {
+            return;
+        }
+        // the 1.3B shape (16 heads) at 1 × 512 stays whole, at 2 × 512 and 8 × 512 is cut
+        assert_eq!(query_blocks([1, 16, 512, 128]), vec![0..512]);
+        assert_eq!(query_blocks([2, 16, 512, 128]), vec![0..256, 256..512]);
+        assert_eq!(query_blocks([8, 16, 512, 128]), vec![0..256, 256..512]);
+        // long enough scores, too few queries for two blocks of 128
+        assert_eq!(query_blocks([64, 64, 255, 64]), vec![0..255]);
     }
 }

@@ -116,7 +116,7 @@ fn attention_grads<B: ModelBackend>(
         true => B::gemm_as(a, b, true, FloatDType::BF16),
         false => B::gemm(a, b, false),
     };
-    let blocks = query_blocks(q.dims()[2]);
+    let blocks = query_blocks(q.dims());
     let whole = blocks.len() == 1;
     let mut dqs = Vec::with_capacity(blocks.len());
     let mut dkv: Option<(Tensor<B, 4>, Tensor<B, 4>)> = None;

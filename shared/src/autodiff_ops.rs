@@ -99,7 +99,8 @@ impl<B: ModelBackend> Backward<B, 1> for QkvAttention {
 /// take it), one query block at a time ([`query_blocks`]), the last and longest first: block
 /// `r0..r1`'s queries see the first `r1` keys, so its scores are `[b, h, r1 − r0, r1]`, and its
 /// key and value gradients are added into the first `r1` rows of the last block's
-/// ([`ModelBackend::gemm_add_rows`]).
+/// ([`ModelBackend::gemm_add_rows`]); q's gradient is the blocks' `dS·k` stacked
+/// ([`ModelBackend::gemm_rows`]).
 fn attention_grads<B: ModelBackend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
@@ -118,7 +119,8 @@ fn attention_grads<B: ModelBackend>(
     };
     let blocks = query_blocks(q.dims());
     let whole = blocks.len() == 1;
-    let mut dqs = Vec::with_capacity(blocks.len());
+    // each block's `dS·k`, multiplied at the end into q's gradient, block after block
+    let mut dq_parts = Vec::with_capacity(blocks.len());
     let mut dkv: Option<(Tensor<B, 4>, Tensor<B, 4>)> = None;
     for r in blocks.into_iter().rev() {
         let seen = 0..r.end;
@@ -150,12 +152,22 @@ fn attention_grads<B: ModelBackend>(
                 B::gemm_add_rows(dv, pt, gi, bf16),
             ),
         });
-        dqs.push(product(ds, ki));
+        dq_parts.push((ds, ki));
     }
-    dqs.reverse();
+    dq_parts.reverse();
     let dq = match whole {
-        true => dqs.pop().expect("one block"),
-        false => Tensor::cat(dqs, 2),
+        true => {
+            let (ds, k) = dq_parts.pop().expect("one block");
+            product(ds, k)
+        }
+        false => {
+            let out = if bf16 {
+                FloatDType::BF16
+            } else {
+                q.dtype().into()
+            };
+            B::gemm_rows(dq_parts, bf16, out)
+        }
     };
     let (dk, dv) = dkv.expect("a block");
     (dq, dk, dv)

@@ -111,6 +111,21 @@ pub trait ModelBackend: Backend {
         add_first_rows(acc, f32(a).matmul(f32(b)))
     }
 
+    /// The products of `pairs` ([`gemm_as`](Self::gemm_as), `[b, h, mᵢ, n]` each) stacked along
+    /// their rows, `[b, h, Σ mᵢ, n]`: attention's query gradient over its query blocks. CUDA
+    /// writes each product straight into its rows (no concatenation).
+    fn gemm_rows(
+        pairs: Vec<(Tensor<Self, 4>, Tensor<Self, 4>)>,
+        bf16: bool,
+        out: FloatDType,
+    ) -> Tensor<Self, 4> {
+        let parts = pairs
+            .into_iter()
+            .map(|(a, b)| Self::gemm_as(a, b, bf16, out))
+            .collect();
+        Tensor::cat(parts, 2)
+    }
+
     /// `x·w` for a frozen weight `w: [in, out]` (any strides: `Wᵀ` in a backward pass),
     /// multiplied in `w`'s dtype with the product back in `x`'s dtype (a bf16 or NF4 base;
     /// [`linear_in`]). CUDA runs it on cuBLAS; under autodiff it is one graph node whose
@@ -628,6 +643,34 @@ where
             Err([acc, a, b]) => {
                 let part = matmul(from_prim(a), from_prim(b), bf16).cast(FloatDType::F32);
                 add_first_rows(from_prim(acc), part)
+            }
+        }
+    }
+
+    /// On cuBLAS where it loads, each product written into its rows of one tensor; else as
+    /// the default.
+    #[cfg(feature = "cublas")]
+    fn gemm_rows(
+        pairs: Vec<(Tensor<Self, 4>, Tensor<Self, 4>)>,
+        bf16: bool,
+        out: FloatDType,
+    ) -> Tensor<Self, 4> {
+        let cast = |t: Tensor<Self, 4>| match bf16 {
+            true => t.cast(FloatDType::BF16),
+            false => t,
+        };
+        let pairs = pairs
+            .into_iter()
+            .map(|(a, b)| (to_prim(cast(a)), to_prim(cast(b))))
+            .collect();
+        match crate::cublas::matmul_rows(pairs, out.into()) {
+            Ok(c) => from_prim(c),
+            Err(pairs) => {
+                let parts = pairs
+                    .into_iter()
+                    .map(|(a, b)| matmul(from_prim(a), from_prim(b), bf16).cast(out))
+                    .collect();
+                Tensor::cat(parts, 2)
             }
         }
     }

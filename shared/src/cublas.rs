@@ -232,20 +232,9 @@ pub fn matmul<R: CubeRuntime>(
     if !usable || !is_cuda::<R>() || !available() {
         return Err((a, b));
     }
-    let (Ok(a), Ok(b)) = (
-        (Box::new(a) as Box<dyn Any>).downcast::<CubeTensor<CudaRuntime>>(),
-        (Box::new(b) as Box<dyn Any>).downcast::<CubeTensor<CudaRuntime>>(),
-    ) else {
-        unreachable!("the runtime is CUDA's")
-    };
-    let back = |t: CubeTensor<CudaRuntime>| -> CubeTensor<R> {
-        *(Box::new(t) as Box<dyn Any>)
-            .downcast::<CubeTensor<R>>()
-            .expect("the runtime checked above")
-    };
-    match cuda_matmul(*a, *b, out) {
-        Ok(c) => Ok(back(c)),
-        Err((a, b)) => Err((back(a), back(b))),
+    match cuda_matmul(to_cuda(a), to_cuda(b), out) {
+        Ok(c) => Ok(from_cuda(c)),
+        Err((a, b)) => Err((from_cuda(a), from_cuda(b))),
     }
 }
 
@@ -267,19 +256,91 @@ pub fn matmul_add_rows<R: CubeRuntime>(
     if !usable || !is_cuda::<R>() || !available() {
         return Err([acc, a, b]);
     }
-    let cuda = |t: CubeTensor<R>| -> CubeTensor<CudaRuntime> {
-        *(Box::new(t) as Box<dyn Any>)
-            .downcast::<CubeTensor<CudaRuntime>>()
-            .expect("the runtime is CUDA's")
-    };
-    let back = |t: CubeTensor<CudaRuntime>| -> CubeTensor<R> {
-        *(Box::new(t) as Box<dyn Any>)
-            .downcast::<CubeTensor<R>>()
-            .expect("the runtime checked above")
-    };
-    cuda_matmul_add_rows(cuda(acc), cuda(a), cuda(b))
-        .map(back)
-        .map_err(|ts| ts.map(back))
+    cuda_matmul_add_rows(to_cuda(acc), to_cuda(a), to_cuda(b))
+        .map(from_cuda)
+        .map_err(|ts| ts.map(from_cuda))
+}
+
+/// The products `aᵢ·bᵢ` (`[.., mᵢ, n]`, one batch) stacked along their rows, `[.., Σ mᵢ, n]`
+/// in `out`: cuBLAS writes each product straight into its rows of one dense tensor (no
+/// concatenation). The pairs come back (`Err`) where cuBLAS does not apply to every product,
+/// as for [`matmul`].
+#[allow(clippy::result_large_err, clippy::type_complexity)]
+pub fn matmul_rows<R: CubeRuntime>(
+    pairs: Vec<(CubeTensor<R>, CubeTensor<R>)>,
+    out: DType,
+) -> Result<CubeTensor<R>, Vec<(CubeTensor<R>, CubeTensor<R>)>> {
+    let usable = pairs.iter().all(|(a, b)| {
+        a.dtype == b.dtype && a.dtype == pairs[0].0.dtype && data_type(a.dtype).is_some()
+    }) && data_type(out).is_some();
+    if pairs.is_empty() || !usable || !is_cuda::<R>() || !available() {
+        return Err(pairs);
+    }
+    let pairs = pairs
+        .into_iter()
+        .map(|(a, b)| (to_cuda(a), to_cuda(b)))
+        .collect();
+    cuda_matmul_rows(pairs, out)
+        .map(from_cuda)
+        .map_err(|pairs| {
+            pairs
+                .into_iter()
+                .map(|(a, b)| (from_cuda(a), from_cuda(b)))
+                .collect()
+        })
+}
+
+/// `t` as burn-cuda's tensor (`R` checked to be CUDA's runtime by the caller).
+fn to_cuda<R: CubeRuntime>(t: CubeTensor<R>) -> CubeTensor<CudaRuntime> {
+    *(Box::new(t) as Box<dyn Any>)
+        .downcast::<CubeTensor<CudaRuntime>>()
+        .expect("the runtime is CUDA's")
+}
+
+fn from_cuda<R: CubeRuntime>(t: CubeTensor<CudaRuntime>) -> CubeTensor<R> {
+    *(Box::new(t) as Box<dyn Any>)
+        .downcast::<CubeTensor<R>>()
+        .expect("the runtime is CUDA's")
+}
+
+/// Whether `R` is burn-cuda's runtime.
+fn is_cuda<R: CubeRuntime>() -> bool {
+    std::any::TypeId::of::<R>() == std::any::TypeId::of::<CudaRuntime>()
+}
+
+type Pair = (CubeTensor<CudaRuntime>, CubeTensor<CudaRuntime>);
+
+/// The plan of `a·b` into `c`'s layout; where cuBLAS cannot take an operand's strides,
+/// contiguous copies of the operands that need one, and a second try.
+#[allow(clippy::result_large_err)]
+fn plan_copying(
+    a: CubeTensor<CudaRuntime>,
+    b: CubeTensor<CudaRuntime>,
+    c: &CubeTensor<CudaRuntime>,
+) -> Result<(CubeTensor<CudaRuntime>, CubeTensor<CudaRuntime>, GemmPlan), Pair> {
+    if let Some(p) = plan(&layout(&a), &layout(&b), &layout(c)) {
+        return Ok((a, b, p));
+    }
+    let [ca, cb] = copies(&layout(&a), &layout(&b), &layout(c)).unwrap_or([true; 2]);
+    let a = if ca { into_contiguous(a) } else { a };
+    let b = if cb { into_contiguous(b) } else { b };
+    match plan(&layout(&a), &layout(&b), &layout(c)) {
+        Some(p) => Ok((a, b, p)),
+        None => Err((a, b)),
+    }
+}
+
+/// `rows` rows of `c` (`[.., M, n]`, contiguous) from row `start` on: a view of its buffer (not
+/// a slice, which could be a copy) for a product to write into.
+fn row_view(c: &CubeTensor<CudaRuntime>, start: usize, rows: usize) -> CubeTensor<CudaRuntime> {
+    let d = c.meta.shape().len();
+    let mut view = c.clone();
+    let offset = start * c.meta.strides()[d - 2] * c.dtype.size();
+    if offset > 0 {
+        view.handle = view.handle.offset_start(offset as u64);
+    }
+    view.meta.shape_mut()[d - 2] = rows;
+    view
 }
 
 #[allow(clippy::result_large_err)]
@@ -298,42 +359,72 @@ fn cuda_matmul_add_rows(
         Some(gemm) if fits => gemm,
         _ => return Err([acc, a, b]),
     };
-    // the first rows of each batch: acc's buffer and strides, fewer rows (not a slice, which
-    // could be a copy)
-    let mut rows = acc.clone();
-    rows.meta.shape_mut()[d - 2] = a.meta.shape()[d - 2];
-    let (a, b, mut p) = match plan(&layout(&a), &layout(&b), &layout(&rows)) {
-        Some(p) => (a, b, p),
-        None => {
-            let [ca, cb] = copies(&layout(&a), &layout(&b), &layout(&rows)).unwrap_or([true; 2]);
-            let a = if ca { into_contiguous(a) } else { a };
-            let b = if cb { into_contiguous(b) } else { b };
-            match plan(&layout(&a), &layout(&b), &layout(&rows)) {
-                Some(p) => (a, b, p),
-                None => {
-                    drop(rows);
-                    return Err([acc, a, b]);
-                }
-            }
+    let rows = row_view(&acc, 0, a.meta.shape()[d - 2]);
+    let (a, b, mut p) = match plan_copying(a, b, &rows) {
+        Ok(planned) => planned,
+        Err((a, b)) => {
+            drop(rows);
+            return Err([acc, a, b]);
         }
     };
     p.accumulate = true;
-    match run(&gemm, &p, &a, &b, &rows) {
+    let done = run(&gemm, &p, &a, &b, &rows);
+    drop(rows);
+    match done {
         Ok(()) => Ok(acc),
         Err(e) => {
             warn_once(&e);
-            drop(rows);
             Err([acc, a, b])
         }
     }
 }
 
-/// Whether `R` is burn-cuda's runtime.
-fn is_cuda<R: CubeRuntime>() -> bool {
-    std::any::TypeId::of::<R>() == std::any::TypeId::of::<CudaRuntime>()
+#[allow(clippy::result_large_err)]
+fn cuda_matmul_rows(pairs: Vec<Pair>, out: DType) -> Result<CubeTensor<CudaRuntime>, Vec<Pair>> {
+    let (a0, b0) = &pairs[0];
+    let d = a0.meta.shape().len();
+    let batch = &a0.meta.shape()[..d.saturating_sub(2)];
+    let fits = d >= 2
+        && pairs.iter().all(|(a, b)| {
+            a.meta.shape().len() == d
+                && b.meta.shape().len() == d
+                && a.meta.shape()[..d - 2] == *batch
+                && b.meta.shape()[d - 1] == b0.meta.shape()[d - 1]
+        });
+    let gemm = match handle(a0.device.index) {
+        Some(gemm) if fits => gemm,
+        _ => return Err(pairs),
+    };
+    let mut shape = batch.to_vec();
+    let total = pairs.iter().map(|(a, _)| a.meta.shape()[d - 2]).sum();
+    shape.extend([total, b0.meta.shape()[d - 1]]);
+    let (client, device) = (a0.client.clone(), a0.device.clone());
+    let c = empty_device_contiguous_dtype(client, device, Shape::from(shape), out);
+    let (mut start, mut kept) = (0, Vec::with_capacity(pairs.len()));
+    let mut pairs = pairs.into_iter();
+    for (a, b) in pairs.by_ref() {
+        let m = a.meta.shape()[d - 2];
+        let rows = row_view(&c, start, m);
+        let done = match plan_copying(a, b, &rows) {
+            Ok((a, b, p)) => {
+                let done = run(&gemm, &p, &a, &b, &rows).inspect_err(|e| warn_once(e));
+                kept.push((a, b));
+                done.is_ok()
+            }
+            Err(pair) => {
+                kept.push(pair);
+                false
+            }
+        };
+        if !done {
+            // the caller multiplies them all again (what was written into `c` is dropped)
+            kept.extend(pairs);
+            return Err(kept);
+        }
+        start += m;
+    }
+    Ok(c)
 }
-
-type Pair = (CubeTensor<CudaRuntime>, CubeTensor<CudaRuntime>);
 
 #[allow(clippy::result_large_err)]
 fn cuda_matmul(
@@ -356,20 +447,7 @@ fn cuda_matmul(
     // as it is, with no copy
     let c =
         empty_device_contiguous_dtype(a.client.clone(), a.device.clone(), Shape::from(shape), out);
-    // strides cuBLAS cannot take: contiguous copies of the operands that need one, and a
-    // second try
-    let (a, b, p) = match plan(&layout(&a), &layout(&b), &layout(&c)) {
-        Some(p) => (a, b, p),
-        None => {
-            let [ca, cb] = copies(&layout(&a), &layout(&b), &layout(&c)).unwrap_or([true; 2]);
-            let a = if ca { into_contiguous(a) } else { a };
-            let b = if cb { into_contiguous(b) } else { b };
-            let Some(p) = plan(&layout(&a), &layout(&b), &layout(&c)) else {
-                return Err((a, b));
-            };
-            (a, b, p)
-        }
-    };
+    let (a, b, p) = plan_copying(a, b, &c)?;
     match run(&gemm, &p, &a, &b, &c) {
         Ok(()) => Ok(c),
         Err(e) => {

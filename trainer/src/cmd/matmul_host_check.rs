@@ -81,6 +81,19 @@ pub fn check_host<B: ModelBackend>(device: &B::Device, imp: &str) -> Result<()> 
         let acc = Flex::gemm_as(x, y, false, out);
         let want = Flex::gemm_add_rows(acc, ds.transpose(), rows(&q, 16..48), bf16);
         line("acc[..32] += dsT·q[16..48]", back(got), want, bf16);
+        // q's gradient over two query blocks, each block's dS·k written into its rows:
+        // [16 × 16]·k[..16] and [32 × 48]·k[..48]
+        let (ds0, ds1) = (operand([2, 3, 16, 16], bf16), operand([2, 3, 32, 48], bf16));
+        let got = B::gemm_rows(
+            vec![
+                (to(&ds0, device), rows(&kd, 0..16)),
+                (to(&ds1, device), kd.clone()),
+            ],
+            bf16,
+            out,
+        );
+        let want = Flex::gemm_rows(vec![(ds0, rows(&k, 0..16)), (ds1, k.clone())], bf16, out);
+        line("[ds0·k[..16]; ds1·k]", back(got), want, bf16);
     }
     if !failed.is_empty() {
         bail!(

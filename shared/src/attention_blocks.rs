@@ -8,7 +8,8 @@
 //! traffic of the square form: 3/4 with two blocks. The price is more, smaller launches, and
 //! in backward the key and value gradients of the blocks summed over their first `r1` rows
 //! (`ModelBackend::gemm_add_rows`: on CUDA, cuBLAS adds each block's product into the last
-//! block's in place, as a GEMM with `β = 1`).
+//! block's in place, as a GEMM with `β = 1`) and q's gathered from the blocks
+//! (`ModelBackend::gemm_rows`: on CUDA, each block's product written into its rows).
 //!
 //! By default a sequence is cut in [`DEFAULT_BLOCKS`] where its scores hold at least
 //! [`MIN_SCORES`] elements (`b·h·T²`: the 1.3B shape's from 2 × 512 up). Each block costs a few
@@ -106,7 +107,8 @@ fn split(t: usize, n: usize, min_rows: usize) -> Vec<Range<usize>> {
     blocks
 }
 
-/// `q`'s positions `rows`, `[b, h, rows, d]` (a view where the backend allows).
+/// Positions `rows` of `t` (`[b, h, T, d]`: q, k, v or a gradient), `[b, h, rows, d]` (a view
+/// where the backend allows).
 pub fn rows<B: Backend>(t: &Tensor<B, 4>, rows: Range<usize>) -> Tensor<B, 4> {
     let [b, h, _, d] = t.dims();
     t.clone().slice([0..b, 0..h, rows, 0..d])

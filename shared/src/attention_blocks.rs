@@ -138,13 +138,26 @@ pub fn attend_in_blocks<B: Backend>(
     Tensor::cat(parts, 1).swap_dims(1, 2)
 }
 
-/// `acc` (`[b, h, S, n]`) with `part` (`[b, h, s, n]`, `s ≤ S`) added to its first `s` rows, in
-/// f32, the sum written back in `acc`'s dtype (rounded once).
-pub fn add_first_rows<B: Backend>(acc: Tensor<B, 4>, part: Tensor<B, 4>) -> Tensor<B, 4> {
+/// `acc` (`[b, h, S, n]`) with `a·b` (`[b, h, s, n]`, `s ≤ S`) added to its first `s` rows, with
+/// burn's ops: the product from f32 copies of the factors (rounded to bf16 first with `bf16`:
+/// bf16 factors multiplied in f32, as cuBLAS does, not a bf16 product rounded), the sum in f32,
+/// written back in `acc`'s dtype (rounded once). `ModelBackend::gemm_add_rows` where cuBLAS
+/// does not run it.
+pub fn add_product_to_rows<B: Backend>(
+    acc: Tensor<B, 4>,
+    a: Tensor<B, 4>,
+    b: Tensor<B, 4>,
+    bf16: bool,
+) -> Tensor<B, 4> {
+    let f32 = |t: Tensor<B, 4>| match bf16 {
+        true => t.cast(FloatDType::BF16).cast(FloatDType::F32),
+        false => t.cast(FloatDType::F32),
+    };
+    let part = f32(a).matmul(f32(b));
     let [n0, n1, s, n] = part.dims();
     let first = [0..n0, 0..n1, 0..s, 0..n];
     let dtype = acc.dtype();
-    let sum = acc.clone().slice(first.clone()).cast(FloatDType::F32) + part.cast(FloatDType::F32);
+    let sum = acc.clone().slice(first.clone()).cast(FloatDType::F32) + part;
     acc.slice_assign(first, sum.cast(dtype))
 }
 

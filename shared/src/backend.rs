@@ -24,7 +24,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ops::{AttentionModuleOptions, FloatTensor, ModuleOps};
 use burn::tensor::{Bool, FloatDType, IndexingUpdateOp, Int, Tensor, TensorPrimitive};
 
-use crate::attention_blocks::{add_first_rows, attend_in_blocks};
+use crate::attention_blocks::{add_product_to_rows, attend_in_blocks};
 use crate::base_weight::Nf4Weight;
 use crate::rope::Rope;
 
@@ -103,12 +103,7 @@ pub trait ModelBackend: Backend {
         b: Tensor<Self, 4>,
         bf16: bool,
     ) -> Tensor<Self, 4> {
-        // bf16 factors multiplied in f32, as cuBLAS does (not a bf16 product, rounded)
-        let f32 = |t: Tensor<Self, 4>| match bf16 {
-            true => t.cast(FloatDType::BF16).cast(FloatDType::F32),
-            false => t.cast(FloatDType::F32),
-        };
-        add_first_rows(acc, f32(a).matmul(f32(b)))
+        add_product_to_rows(acc, a, b, bf16)
     }
 
     /// The products of `pairs` ([`gemm_as`](Self::gemm_as), `[b, h, mᵢ, n]` each) stacked along
@@ -641,8 +636,7 @@ where
         match crate::cublas::matmul_add_rows(to_prim(acc), to_prim(a), to_prim(b)) {
             Ok(acc) => from_prim(acc),
             Err([acc, a, b]) => {
-                let part = matmul(from_prim(a), from_prim(b), bf16).cast(FloatDType::F32);
-                add_first_rows(from_prim(acc), part)
+                add_product_to_rows(from_prim(acc), from_prim(a), from_prim(b), bf16)
             }
         }
     }

@@ -362,15 +362,10 @@ fn cuda_matmul_add_rows(
     let rows = row_view(&acc, 0, a.meta.shape()[d - 2]);
     let (a, b, mut p) = match plan_copying(a, b, &rows) {
         Ok(planned) => planned,
-        Err((a, b)) => {
-            drop(rows);
-            return Err([acc, a, b]);
-        }
+        Err((a, b)) => return Err([acc, a, b]),
     };
     p.accumulate = true;
-    let done = run(&gemm, &p, &a, &b, &rows);
-    drop(rows);
-    match done {
+    match run(&gemm, &p, &a, &b, &rows) {
         Ok(()) => Ok(acc),
         Err(e) => {
             warn_once(&e);

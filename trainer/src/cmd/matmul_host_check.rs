@@ -15,18 +15,15 @@ use shared::ModelBackend;
 use shared::attention_blocks::rows;
 
 use super::bench_matmul::rel_err;
+use crate::train::replicas::copy_to;
 
 /// `t` (made on the CPU) on `device`, in its own dtype, with no kernel.
 fn to<B: ModelBackend, const D: usize>(t: &Tensor<Flex, D>, device: &B::Device) -> Tensor<B, D> {
-    let data = t.to_data();
-    let dtype = data.dtype;
-    Tensor::from_data(data, (device, dtype))
+    copy_to(t.clone(), device)
 }
 
 fn back<B: ModelBackend, const D: usize>(t: Tensor<B, D>) -> Tensor<Flex, D> {
-    let data = t.into_data();
-    let dtype = data.dtype;
-    Tensor::from_data(data, (&Default::default(), dtype))
+    copy_to(t, &Default::default())
 }
 
 fn operand<const D: usize>(shape: [usize; D], bf16: bool) -> Tensor<Flex, D> {

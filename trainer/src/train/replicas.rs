@@ -41,9 +41,9 @@ struct CopyTo<'a, B: Backend> {
     device: &'a B::Device,
 }
 
-/// `t` on `device`, through host memory, in its own dtype.
-fn copy_to<B: Backend, const D: usize, K: BasicOps<B>>(
-    t: Tensor<B, D, K>,
+/// `t` on `device` (of the same backend or another), through host memory, in its own dtype.
+pub(crate) fn copy_to<A: Backend, B: Backend, const D: usize, K: BasicOps<A> + BasicOps<B>>(
+    t: Tensor<A, D, K>,
     device: &B::Device,
 ) -> Tensor<B, D, K> {
     let data = t.into_data();

@@ -48,6 +48,8 @@ class Marks:
         self.points.append((label, ev, host))
 
     def take(self):
+        if not self.points:  # none recorded (marks off)
+            return []
         if CUDA:
             torch.cuda.synchronize()
             first = self.points[0][1]

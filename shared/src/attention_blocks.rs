@@ -24,6 +24,8 @@ use std::ops::Range;
 use std::sync::OnceLock;
 
 use burn::tensor::backend::Backend;
+
+use crate::ModelBackend;
 use burn::tensor::{FloatDType, Tensor};
 
 /// The variable that picks the number of query blocks.
@@ -117,8 +119,9 @@ pub fn rows<B: Backend>(t: &Tensor<B, 4>, rows: Range<usize>) -> Tensor<B, 4> {
 /// Causal self-attention (`q, k, v: [b, h, T, d]`) as `attend` computes it (bottom-right
 /// aligned causal attention, `S ≥ T`), one call per query block on the keys and values it
 /// sees. The blocks' outputs are gathered in the `[b, T, h, d]` layout the heads are merged in
-/// (returned as its `[b, h, T, d]` view: the merge needs no copy of its own).
-pub fn attend_in_blocks<B: Backend>(
+/// ([`ModelBackend::concat`]; on the CubeCL backends one block's output is laid out so too)
+/// and returned as its `[b, h, T, d]` view: the merge needs no copy of its own.
+pub fn attend_in_blocks<B: ModelBackend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
@@ -126,7 +129,8 @@ pub fn attend_in_blocks<B: Backend>(
 ) -> Tensor<B, 4> {
     let blocks = query_blocks(q.dims());
     if blocks.len() == 1 {
-        return attend(q, k, v);
+        let y = attend(q, k, v).swap_dims(1, 2);
+        return B::concat(vec![y], 1).swap_dims(1, 2);
     }
     let parts = blocks
         .into_iter()
@@ -135,7 +139,7 @@ pub fn attend_in_blocks<B: Backend>(
             attend(rows(&q, r), rows(&k, seen.clone()), rows(&v, seen)).swap_dims(1, 2)
         })
         .collect();
-    Tensor::cat(parts, 1).swap_dims(1, 2)
+    B::concat(parts, 1).swap_dims(1, 2)
 }
 
 /// `acc` (`[b, h, S, n]`) with `a·b` (`[b, h, s, n]`, `s ≤ S`) added to its first `s` rows, with

@@ -442,6 +442,15 @@ pub trait ModelBackend: Backend {
     fn contiguous<const D: usize>(t: Tensor<Self, D>) -> Tensor<Self, D> {
         t
     }
+
+    /// `parts` concatenated along `dim` (`Tensor::cat`; one part as it is). The CubeCL backends
+    /// copy each part in one vector-wide pass (`kernels/copy.rs`).
+    fn concat<const D: usize>(mut parts: Vec<Tensor<Self, D>>, dim: usize) -> Tensor<Self, D> {
+        match parts.len() {
+            1 => parts.pop().expect("one part"),
+            _ => Tensor::cat(parts, dim),
+        }
+    }
 }
 
 /// LayerNorm's gradients: the input's, and with `affine` gamma's and beta's.
@@ -587,7 +596,16 @@ where
     }
 
     fn contiguous<const D: usize>(t: Tensor<Self, D>) -> Tensor<Self, D> {
-        from_prim(burn_cubecl::kernel::into_contiguous(to_prim(t)))
+        from_prim(crate::kernels::contiguous(to_prim(t)))
+    }
+
+    /// One part is made dense too (the heads' merge of attention's output reads it so).
+    fn concat<const D: usize>(parts: Vec<Tensor<Self, D>>, dim: usize) -> Tensor<Self, D> {
+        let prims: Vec<_> = parts.iter().map(|p| to_prim(p.clone())).collect();
+        match crate::kernels::concat(&prims, dim) {
+            Some(out) => from_prim(out),
+            None => Tensor::cat(parts, dim),
+        }
     }
 
     /// On cuBLAS where it loads (`cublas.rs`), else burn's matmul.

@@ -30,6 +30,7 @@ use cubecl::prelude::*;
 use cubecl::{calculate_cube_count_elemwise, server::CubeCountSelection};
 
 mod attention;
+mod copy;
 mod flags;
 mod gelu;
 mod layernorm;
@@ -40,6 +41,7 @@ mod sum;
 pub use attention::{
     causal_softmax, causal_softmax_backward, split_qkv_rope, split_qkv_rope_backward,
 };
+pub use copy::{concat, contiguous};
 pub use flags::{signal, wait_for};
 pub use gelu::{gelu, gelu_backward, gelu_bias, gelu_bias_backward};
 pub use layernorm::{layernorm, layernorm_backward};
@@ -295,8 +297,9 @@ fn contiguous_like<R: CubeRuntime>(x: CubeTensor<R>, like: &CubeTensor<R>) -> Cu
 #[cfg(test)]
 mod source_tests {
     /// The kernels' sources, for checks no backend here can make.
-    const SOURCES: [(&str, &str); 8] = [
+    const SOURCES: [(&str, &str); 9] = [
         ("attention.rs", include_str!("attention.rs")),
+        ("copy.rs", include_str!("copy.rs")),
         ("flags.rs", include_str!("flags.rs")),
         ("gelu.rs", include_str!("gelu.rs")),
         ("layernorm.rs", include_str!("layernorm.rs")),

@@ -33,7 +33,7 @@ use shared::loss::causal_lm_nll_sum;
 
 use batch::{Batch, collate, epoch_order};
 use metrics::{MetricsLog, StepMetrics};
-use optim::{AdamW, AdamWConfig, GradSum, clip_scale};
+use optim::{AdamW, AdamWConfig, GradSum};
 use replicas::Replicas;
 use schedule::{LrSchedule, Schedule};
 use step::forward_backward;
@@ -348,13 +348,20 @@ pub fn train<AB: TrainBackend>(
         let grads = reps
             .reduce(grads)
             .context("no trainable parameter received a gradient")?;
+        // The optimizer's step is queued before anything is read back (the clipping factor is
+        // computed on the device), so the GPU goes on with it while the host reads the loss;
+        // the weights before it are kept (handles, no copy) in case the loss is not finite.
+        let norm = grads.norm();
+        let grads = grads.clipped(norm.clone(), spec.max_grad_norm);
+        let lr = sched.lr(step);
+        let before = reps.primary_snapshot();
+        reps.step(grads, lr);
         let loss_sum: f64 = losses
             .into_iter()
             .map(|l| l.into_scalar().elem::<f64>())
             .sum();
         if !loss_sum.is_finite() {
-            let (model, opt) = reps.primary();
-            let dir = save_checkpoint(io, model, opt, out, step, spec)?;
+            let dir = save_checkpoint(io, &before.0, &before.1, out, step, spec)?;
             progress.finish();
             bail!(
                 "loss is {loss_sum} at step {}: stopping; the weights before this step are saved in {}",
@@ -362,10 +369,8 @@ pub fn train<AB: TrainBackend>(
                 dir.display()
             );
         }
-        let norm = grads.norm();
-        let scale = clip_scale(norm, spec.max_grad_norm);
-        let lr = sched.lr(step);
-        reps.step(grads, lr, scale);
+        drop(before);
+        let norm: f64 = norm.into_scalar().elem();
         let tokens_per_s = tokens as f64 / t0.elapsed().as_secs_f64();
         let done = step + 1;
         last_loss = loss_sum;

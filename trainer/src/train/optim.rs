@@ -17,7 +17,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{ElementConversion, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 use shared::save::{NamedTensor, host, write_safetensors};
 
 /// Summed gradients of the trainable parameters, flattened, by module path.
@@ -123,13 +123,24 @@ pub struct FlatGrads<B: Backend> {
 }
 
 impl<B: Backend> FlatGrads<B> {
-    /// Global L2 norm over every gradient (one read-back).
-    pub fn norm(&self) -> f64 {
-        let s: f64 = (self.flat.clone() * self.flat.clone())
-            .sum()
-            .into_scalar()
-            .elem();
-        s.sqrt()
+    /// Global L2 norm over every gradient, on the device (`[1]`, no read-back).
+    pub fn norm(&self) -> Tensor<B, 1> {
+        (self.flat.clone() * self.flat.clone()).sum().sqrt()
+    }
+
+    /// The gradients scaled as `torch.nn.utils.clip_grad_norm_` scales them, by
+    /// `min(1, max_norm / (norm + 1e-6))`, computed on the device: the optimizer's step is
+    /// queued with no read-back, so the GPU does not idle while the host waits for the norm
+    /// and then queues the step. Unchanged where clipping is off (`max_norm <= 0`).
+    pub fn clipped(self, norm: Tensor<B, 1>, max_norm: f64) -> Self {
+        if max_norm <= 0.0 {
+            return self;
+        }
+        let scale = ((norm + 1e-6).recip() * max_norm).clamp_max(1.0);
+        Self {
+            flat: self.flat * scale,
+            layout: self.layout,
+        }
     }
 
     /// The same gradients on `device` (through host memory: see `replicas.rs`).
@@ -154,16 +165,6 @@ fn spans(layout: &[(String, usize)]) -> impl Iterator<Item = (&str, usize, usize
     })
 }
 
-/// The factor `clip_grad_norm_` scales the gradients by: `max_norm / (norm + 1e-6)` when the
-/// global norm exceeds `max_norm`, else 1 (and 1 when clipping is off, `max_norm <= 0`).
-pub fn clip_scale(norm: f64, max_norm: f64) -> f64 {
-    if max_norm > 0.0 && norm > max_norm {
-        max_norm / (norm + 1e-6)
-    } else {
-        1.0
-    }
-}
-
 #[derive(Debug, Clone, Copy)]
 pub struct AdamWConfig {
     pub beta1: f64,
@@ -183,6 +184,7 @@ impl Default for AdamWConfig {
     }
 }
 
+#[derive(Clone)]
 pub struct AdamW<B: Backend> {
     pub cfg: AdamWConfig,
     pub step: u64,
@@ -193,6 +195,7 @@ pub struct AdamW<B: Backend> {
     loaded: HashMap<String, (Tensor<B, 1>, Tensor<B, 1>)>,
 }
 
+#[derive(Clone)]
 struct Moments<B: Backend> {
     layout: Vec<(String, usize)>,
     m: Tensor<B, 1>,
@@ -265,22 +268,17 @@ impl<B: Backend> AdamW<B> {
         (Tensor::cat(ms, 0), Tensor::cat(vs, 0))
     }
 
-    /// Apply one PyTorch AdamW step to every parameter with a gradient in `grads`, after
-    /// scaling the gradients by `grad_scale` (the clipping coefficient).
+    /// Apply one PyTorch AdamW step to every parameter with a gradient in `grads` (clipped
+    /// already: [`FlatGrads::clipped`]).
     pub fn step<AB: AutodiffBackend<InnerBackend = B>, M: Module<AB>>(
         &mut self,
         module: M,
         grads: &FlatGrads<B>,
         lr: f64,
-        grad_scale: f64,
     ) -> M {
         self.step += 1;
         let c = self.cfg;
-        let g = if grad_scale == 1.0 {
-            grads.flat.clone()
-        } else {
-            grads.flat.clone() * grad_scale
-        };
+        let g = grads.flat.clone();
         let (m, v) = self.moments_for(grads);
         let m = m * c.beta1 + g.clone() * (1.0 - c.beta1);
         let v = v * c.beta2 + g.clone() * g * (1.0 - c.beta2);
@@ -369,6 +367,7 @@ impl<B: Backend> AdamW<B> {
 mod tests {
     use super::*;
     use burn::backend::{Autodiff, Flex};
+    use burn::tensor::ElementConversion;
 
     /// Two parameters, as in `tests/fixtures/optim/adamw.json`.
     #[derive(Module, Debug)]
@@ -415,15 +414,16 @@ mod tests {
                     .insert(k.into(), Tensor::from_data(TensorData::new(g, [n]), device));
             }
             let grads = grads.flatten().unwrap();
-            let norm = grads.norm();
+            let norm_t = grads.norm();
+            let norm: f64 = norm_t.clone().into_scalar().elem();
             let want = step["total_norm"].as_f64().unwrap();
             assert!(
                 (norm - want).abs() <= 1e-5 * want,
                 "step {i}: norm {norm} vs {want}"
             );
-            let scale = clip_scale(norm, max_norm);
-            clipped += usize::from(scale < 1.0);
-            m = opt.step(m, &grads, step["lr"].as_f64().unwrap(), scale);
+            clipped += usize::from(norm > max_norm);
+            let grads = grads.clipped(norm_t, max_norm);
+            m = opt.step(m, &grads, step["lr"].as_f64().unwrap());
             let got = [
                 m.a.val().into_data().to_vec::<f32>().unwrap(),
                 m.b.val().into_data().to_vec::<f32>().unwrap(),

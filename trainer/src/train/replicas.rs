@@ -145,6 +145,12 @@ impl<AB: TrainBackend> Replicas<AB> {
         (&self.models[0], &self.opts[0])
     }
 
+    /// Copies of [`primary`](Self::primary)'s model and optimizer as they are now: handles to
+    /// the same tensors (no copy), which later steps replace rather than change.
+    pub fn primary_snapshot(&self) -> (GptNeoxForCausalLM<AB>, AdamW<AB::InnerBackend>) {
+        (self.models[0].clone(), self.opts[0].clone())
+    }
+
     pub fn into_primary(mut self) -> GptNeoxForCausalLM<AB> {
         self.models.swap_remove(0)
     }
@@ -220,7 +226,7 @@ impl<AB: TrainBackend> Replicas<AB> {
     }
 
     /// Copy `total` to every device (the broadcast half) and apply the same AdamW step on each.
-    pub fn step(&mut self, total: FlatGrads<AB::InnerBackend>, lr: f64, grad_scale: f64) {
+    pub fn step(&mut self, total: FlatGrads<AB::InnerBackend>, lr: f64) {
         let mut per_device = Vec::with_capacity(self.devices.len());
         if self.devices.len() > 1 {
             let data = total.flat.clone().into_data();
@@ -237,7 +243,7 @@ impl<AB: TrainBackend> Replicas<AB> {
             .into_iter()
             .zip(self.opts.iter_mut())
             .zip(per_device.iter())
-            .map(|((m, opt), g)| opt.step(m, g, lr, grad_scale))
+            .map(|((m, opt), g)| opt.step(m, g, lr))
             .collect();
     }
 }
@@ -320,7 +326,7 @@ mod tests {
                 s
             });
             let total = reps.reduce(sums).unwrap();
-            reps.step(total, 1e-2, 1.0);
+            reps.step(total, 1e-2);
         }
         let first = trainable(reps.model(0));
         assert_eq!(first.len(), 4, "lora_A and lora_B of two layers");
@@ -363,7 +369,7 @@ mod tests {
             let (sums, n): (Vec<_>, Vec<_>) = out.into_iter().unzip();
             names = n;
             let total = reps.reduce(sums).unwrap();
-            reps.step(total, 1e-2, 1.0);
+            reps.step(total, 1e-2);
         }
         (trainable(reps.model(0)), names)
     }

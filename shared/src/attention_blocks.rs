@@ -24,9 +24,9 @@ use std::ops::Range;
 use std::sync::OnceLock;
 
 use burn::tensor::backend::Backend;
+use burn::tensor::{FloatDType, Tensor};
 
 use crate::ModelBackend;
-use burn::tensor::{FloatDType, Tensor};
 
 /// The variable that picks the number of query blocks.
 pub const BLOCKS_ENV: &str = "LAW_POLYGLOT_ATTENTION_BLOCKS";

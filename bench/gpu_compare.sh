@@ -56,11 +56,6 @@ base_ms=$(awk -v s="$(tj "hf+peft" step_s)" 'BEGIN { if (s > 0) printf "%.1f", s
 where_ms=$(grep -o '"plain_ms": *[0-9.e+-]*' "$W/torch-where.json" 2>/dev/null | cut -d: -f2 | tr -d ' ')
 hf_ms=$(printf '%s\n' $base_ms $where_ms | sort -g | head -1)
 theirs=$(awk -v ms="$hf_ms" 'BEGIN { if (ms > 0) printf "%.0f", 8 * 512 / ms * 1e3 }')
-row() { # run name -> "tokens/s (ratio), ms/step, queue/wait, peak"
-  local f=$W/train-$1.json
-  echo "$(j "$f" tokens_per_s) tok/s ($(ratio "$(j "$f" tokens_per_s)")x), $(j "$f" ms_per_step) ms/step, $(j "$f" queue_ms_per_step)/$(j "$f" wait_ms_per_step), $(cut -d' ' -f1 "$W/train-$1.peak" 2>/dev/null)"
-}
-sftl() { echo "$(grep -o 'loss [0-9][0-9.]*' "$W/sft-$1.log" | cut -d' ' -f2 | tr '\n' ' ')(eval $(grep -o 'eval loss after training: [0-9.]*' "$W/sft-$1.log" | cut -d: -f2))"; }
 echo
 echo "HF + PEFT (torch_gpu_where.py):"
 head -3 "$W/torch-where.md" 2>/dev/null
@@ -74,11 +69,11 @@ echo "card: $GPU ($SECONDS s used); HF + PEFT, bf16, 8 x 512, same run: ${base_m
 echo "| LoRA r8 qkv step, 1.3b shape, bf16 | tokens/s (against HF + PEFT), ms/step, host queue/wait ms, peak |"
 echo "|---|---|"
 for r in 1 2; do
-  echo "| 8 x 512, this build ($(cut -c1-12 .gpu/plain/BUILT_FROM 2>/dev/null)), turn $r | $(row "new$r") |"
-  echo "| 8 x 512, previous build ($(cut -c1-12 .gpu/prev/BUILT_FROM 2>/dev/null)), turn $r | $(row "prev$r") |"
+  echo "| 8 x 512, this build ($(cut -c1-12 .gpu/plain/BUILT_FROM 2>/dev/null)), turn $r | $(row "train-new$r") |"
+  echo "| 8 x 512, previous build ($(cut -c1-12 .gpu/prev/BUILT_FROM 2>/dev/null)), turn $r | $(row "train-prev$r") |"
 done
-echo "| 16 x 512, this build | $(row b16) |"
-echo "| QLoRA NF4 + DQ, 8 x 512, this build | $(row nf4) |"
+echo "| 16 x 512, this build | $(row train-b16) |"
+echo "| QLoRA NF4 + DQ, 8 x 512, this build | $(row train-nf4) |"
 echo "| QLoRA peer: HF + PEFT + bitsandbytes, 8 x 512 | $(j "$W/torch-qlora.json" tokens_per_s) tok/s, $(cat "$W/torch-qlora.peak" 2>/dev/null); ours ÷ theirs: $(theirs=$(j "$W/torch-qlora.json" tokens_per_s) ratio "$(j "$W/train-nf4.json" tokens_per_s)")x |"
 echo "| first 3 losses: this build; previous | $(losses "$W/train-new1.json"); $(losses "$W/train-prev1.json") |"
 echo "| demo model's forward on $DEV against the CPU (check-device) | $(grep -v '^|' "$W/check-device.md" | head -2 | tr '\n' ' ' | cut -c1-160) |"

@@ -42,7 +42,15 @@ pack_out() { # tar options... : $W into $OUT/NAME.tgz when the device tool gave 
   if [ -n "${OUT:-}" ] && [ -d "$OUT" ]; then tar czf "$OUT/$(basename "$W").tgz" -C "$W" "$@" .; fi
 }
 # The peer's numbers and the table cells every script prints: `tj match field` reads HF's
-# torch.jsonl, `ratio ours` divides by $theirs (set by the script), `losses file` the first three.
+# torch.jsonl, `ratio ours` divides by $theirs (set by the script), `losses file` the first three,
+# `row run` a bench-train run's cell and `sftl run` an `sft` run's losses.
 tj() { grep -h "$1" "$W/torch.jsonl" 2>/dev/null | grep -o "\"$2\": [0-9.e+-]*" | head -1 | cut -d' ' -f2; }
 ratio() { awk -v a="$1" -v b="$theirs" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 losses() { grep -o '"losses":\[[^]]*' "$1" 2>/dev/null | cut -d[ -f2 | cut -d, -f1-3; }
+row() { # run (train-NAME or profile-NAME) -> "tokens/s (ratio), ms/step, host queue/wait, peak"
+  local f=$W/$1.json
+  echo "$(j "$f" tokens_per_s) tok/s ($(ratio "$(j "$f" tokens_per_s)")x), $(j "$f" ms_per_step) ms/step, $(j "$f" queue_ms_per_step)/$(j "$f" wait_ms_per_step), $(cut -d' ' -f1-2 "$W/$1.peak" 2>/dev/null)"
+}
+sftl() { # run (sft-NAME.log) -> its losses, and its eval loss after training
+  echo "$(grep -o 'loss [0-9][0-9.]*' "$W/sft-$1.log" | cut -d' ' -f2 | tr '\n' ' ')(eval $(grep -o 'eval loss after training: [0-9.]*' "$W/sft-$1.log" | cut -d: -f2))"
+}

@@ -91,10 +91,6 @@ fi
 rm -f cubecl.toml
 
 theirs=$(tj "hf+peft" tokens_per_s)
-row() { # run (train-NAME or profile-NAME) -> "tokens/s (ratio), ms/step, queue/wait, peak"
-  local f=$W/$1.json
-  echo "$(j "$f" tokens_per_s) tok/s ($(ratio "$(j "$f" tokens_per_s)")x), $(j "$f" ms_per_step) ms/step, $(j "$f" queue_ms_per_step)/$(j "$f" wait_ms_per_step), $(cut -d' ' -f1-2 "$W/$1.peak" 2>/dev/null)"
-}
 [ -f "$W/profile-plain.md" ] && { echo; echo "CubeCL kernels, 4 layers:"; cat "$W/profile-plain.md"; }
 for f in "$W"/stats*.csv; do [ -f "$f" ] && { echo; echo "$(basename "$f"):"; head -25 "$f" | cut -c1-220; }; done
 echo
@@ -113,7 +109,6 @@ echo "| QLoRA NF4 + DQ, 8 x 512, this build | $(row train-nf4) |"
 echo "| first 3 losses: this build; previous; attention whole; in 4 blocks; scalar kernels | $(losses "$W/train-new.json"); $(losses "$W/train-prev.json"); $(losses "$W/train-blocks1.json"); $(losses "$W/train-blocks4.json"); $(losses "$W/train-scalar.json") |"
 echo "| f32 check, 2 small layers, first 3 losses: this build; previous | $(losses "$W/train-check.json"); $(losses "$W/train-check-prev.json") |"
 echo "| demo model's forward on $DEV, stage by stage against the CPU (check-device) | $(grep -v '^|' "$W/check-device.md" | head -2 | tr '\n' ' ' | cut -c1-200) |"
-sftl() { echo "$(grep -o 'loss [0-9][0-9.]*' "$W/sft-$1.log" | cut -d' ' -f2 | tr '\n' ' ')(eval $(grep -o 'eval loss after training: [0-9.]*' "$W/sft-$1.log" | cut -d: -f2))"; }
 echo "| demo SFT, 4 steps, losses (eval after): cpu; $DEV f32; $DEV bf16 | $(sftl cpu-f32); $(sftl "$DEV-f32"); $(sftl "$DEV-bf16") |"
 echo "| demo model's greedy answer, CPU = $DEV | $(cmp -s "$W/gen-cpu.txt" "$W/gen-cuda.txt" && [ -s "$W/gen-cpu.txt" ] && echo yes || echo "NO: $(head -c 120 "$W/gen-cuda.txt" | tr '\n' ' ')") |"
 echo "| how cuBLAS was ordered (this build) | $(grep -h -m1 -o "cuBLAS queues[^(]*\|CubeCL's stream not found[^;]*" "$W/train-new.err" 2>/dev/null) |"

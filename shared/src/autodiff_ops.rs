@@ -18,7 +18,9 @@ use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{DType, FloatDType, Int, Tensor};
 
 use crate::attention_blocks::{attend_in_blocks, query_blocks, rows};
-use crate::backend::{ModelBackend, causal_attention_bf16, from_prim, linear_in, to_prim};
+use crate::backend::{
+    ModelBackend, bf16_factor, causal_attention_bf16, from_prim, linear_in, to_prim,
+};
 use crate::base_weight::Nf4Weight;
 use crate::rope::Rope;
 
@@ -477,10 +479,7 @@ fn gemm_node<B: ModelBackend, C: CheckpointStrategy, const D: usize>(
     let dtypes = [ai.dtype(), bi.dtype()];
     // bf16 factors rounded once, here: the backward products read the copies the forward one
     // did (the same numbers, without a cast kernel each for LoRA's A, B and x·A every layer)
-    let (ai, bi) = match bf16 {
-        true => (ai.cast(FloatDType::BF16), bi.cast(FloatDType::BF16)),
-        false => (ai, bi),
-    };
+    let (ai, bi) = (bf16_factor(ai, bf16), bf16_factor(bi, bf16));
     let y = match out {
         Some(out) => B::gemm_as(ai.clone(), bi.clone(), bf16, out),
         None => B::gemm(ai.clone(), bi.clone(), bf16),

@@ -478,6 +478,25 @@ pub fn split_qkv<B: Backend>(
     (q, k, qkv.narrow(3, 2 * d, d))
 }
 
+/// Row-major (contiguous) strides for `shape` (cuBLAS's plans and the CubeCL copies).
+#[cfg(any(test, feature = "cubecl"))]
+pub(crate) fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
+    let mut strides = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        strides[i] = strides[i + 1] * shape[i + 1].max(1);
+    }
+    strides
+}
+
+/// A product's factor as a bf16 product takes it: rounded to bf16 with `bf16` (a no-op cast
+/// for a factor already in bf16), else as it is.
+pub fn bf16_factor<B: Backend, const D: usize>(t: Tensor<B, D>, bf16: bool) -> Tensor<B, D> {
+    match bf16 {
+        true => t.cast(FloatDType::BF16),
+        false => t,
+    }
+}
+
 /// `a·b`, with `bf16` from factors rounded to bf16 (a GPU's tensor cores; a no-op cast for a
 /// factor already in bf16) and the product back in f32, as a bf16 model in PyTorch multiplies.
 pub fn matmul<B: Backend, const D: usize>(
@@ -626,11 +645,7 @@ where
         bf16: bool,
         out: FloatDType,
     ) -> Tensor<Self, D> {
-        let (a, b) = if bf16 {
-            (a.cast(FloatDType::BF16), b.cast(FloatDType::BF16))
-        } else {
-            (a, b)
-        };
+        let (a, b) = (bf16_factor(a, bf16), bf16_factor(b, bf16));
         match crate::cublas::matmul(to_prim(a), to_prim(b), out.into()) {
             Ok(c) => from_prim(c),
             Err((a, b)) => matmul(from_prim(a), from_prim(b), bf16).cast(out),
@@ -646,11 +661,7 @@ where
         b: Tensor<Self, 4>,
         bf16: bool,
     ) -> Tensor<Self, 4> {
-        let (a, b) = if bf16 {
-            (a.cast(FloatDType::BF16), b.cast(FloatDType::BF16))
-        } else {
-            (a, b)
-        };
+        let (a, b) = (bf16_factor(a, bf16), bf16_factor(b, bf16));
         match crate::cublas::matmul_add_rows(to_prim(acc), to_prim(a), to_prim(b)) {
             Ok(acc) => from_prim(acc),
             Err([acc, a, b]) => {
@@ -667,13 +678,9 @@ where
         bf16: bool,
         out: FloatDType,
     ) -> Tensor<Self, 4> {
-        let cast = |t: Tensor<Self, 4>| match bf16 {
-            true => t.cast(FloatDType::BF16),
-            false => t,
-        };
         let pairs = pairs
             .into_iter()
-            .map(|(a, b)| (to_prim(cast(a)), to_prim(cast(b))))
+            .map(|(a, b)| (to_prim(bf16_factor(a, bf16)), to_prim(bf16_factor(b, bf16))))
             .collect();
         match crate::cublas::matmul_rows(pairs, out.into()) {
             Ok(c) => from_prim(c),

@@ -13,6 +13,8 @@
 //! Pure arithmetic, tested on the CPU against an emulation of cuBLAS's definition; `cublas.rs`
 //! hands the plan to cuBLAS.
 
+use crate::backend::contiguous_strides;
+
 /// One operand's sizes and element strides, batch dimensions first, then rows and columns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout<'a> {
@@ -131,15 +133,6 @@ pub fn plan(a: &Layout, b: &Layout, c: &Layout) -> Option<GemmPlan> {
         (p.stride_b, p.stride_c) = (0, 0);
     }
     Some(p)
-}
-
-/// Row-major (contiguous) strides for `shape`.
-fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
-    let mut strides = vec![1; shape.len()];
-    for i in (0..shape.len().saturating_sub(1)).rev() {
-        strides[i] = strides[i + 1] * shape[i + 1].max(1);
-    }
-    strides
 }
 
 /// Where [`plan`] refuses `a` and `b`: which of them to copy into contiguous memory for it to

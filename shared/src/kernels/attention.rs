@@ -190,10 +190,6 @@ fn rope_launch<R: CubeRuntime>(
     }
 }
 
-fn gcd(a: usize, b: usize) -> usize {
-    if b == 0 { a } else { gcd(b, a % b) }
-}
-
 /// q and k (rotary embedding applied) and v, `[b, h, T, d]` each and contiguous, from the
 /// fused projection `qkv: [b, h, T, 3·d]` (read through the strides of a dense layout, such as
 /// the `[b, T, h, 3·d]` → `[b, h, T, 3·d]` view the model makes, without a copy; other views

@@ -5,6 +5,7 @@
 //! bandwidth): it indexes each vector through a linear layout and runs few units.
 
 use super::*;
+use crate::backend::contiguous_strides;
 
 /// One unit per vector of a rank-4 view `[n0, n1, n2, n3]` (its last dimension contiguous in
 /// both), read at `x`'s strides and written at `out`'s, from element `offset` of `out`.
@@ -104,19 +105,6 @@ fn launch_copy<R: CubeRuntime>(
     );
 }
 
-fn gcd(a: usize, b: usize) -> usize {
-    if b == 0 { a } else { gcd(b, a % b) }
-}
-
-/// Dense strides of `shape`.
-fn dense_strides(shape: &[usize]) -> Vec<usize> {
-    let mut s = vec![1; shape.len()];
-    for i in (0..shape.len().saturating_sub(1)).rev() {
-        s[i] = s[i + 1] * shape[i + 1];
-    }
-    s
-}
-
 /// `x` laid out densely: one vector-wide pass for a permuted view whose last dimension is
 /// contiguous (rank ≤ 4), CubeCL's copy otherwise.
 pub fn contiguous<R: CubeRuntime>(x: CubeTensor<R>) -> CubeTensor<R> {
@@ -127,7 +115,7 @@ pub fn contiguous<R: CubeRuntime>(x: CubeTensor<R>) -> CubeTensor<R> {
         return into_contiguous(x);
     };
     let out = empty_like(&x, x.meta.shape().clone(), x.dtype);
-    let os = dense_strides(&view.0);
+    let os = contiguous_strides(&view.0);
     launch_copy(x, view, &out, [os[0], os[1], os[2], os[3]], 0);
     out
 }
@@ -148,7 +136,7 @@ pub fn concat<R: CubeRuntime>(parts: &[CubeTensor<R>], dim: usize) -> Option<Cub
         })
         .collect::<Option<Vec<_>>>()?;
     let out = empty_like(first, Shape::from(shape.clone()), first.dtype);
-    let strides = dense_strides(&shape);
+    let strides = contiguous_strides(&shape);
     let mut os = [0; 4];
     os[4 - rank..].copy_from_slice(&strides);
     let mut at = 0;

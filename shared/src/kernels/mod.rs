@@ -282,6 +282,11 @@ fn row_launch<R: CubeRuntime>(t: &CubeTensor<R>, dtypes: &[DType]) -> RowLaunch 
     }
 }
 
+/// The greatest common divisor (vector widths that divide every stride).
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
 /// `x` contiguous and in f32 (the rotary tables, which the kernels read in f32).
 fn f32_contiguous<R: CubeRuntime>(x: CubeTensor<R>) -> CubeTensor<R> {
     // `cast` to the tensor's own dtype returns it as it is
